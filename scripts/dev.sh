@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The one entry point of the quick start, for a fresh Debian 12 machine as root:
+#   bash scripts/dev.sh demo   installs what is missing, then runs the main job end to end on the lab
+#   bash scripts/dev.sh test   installs what is missing, then runs lint, types and the whole test suite
+# Anything after the command is passed on (e.g. `demo --scale 200`, `test -k format`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(postgresql-15 postgresql-client-15 zstd age python3-venv python3-pip procps ca-certificates)
+VENV=.venv
+
+install_system_packages() {
+    local missing=()
+    for pkg in "${DEBIAN_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        echo "installing Debian packages: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+}
+
+install_python_packages() {
+    local python=/usr/bin/python3
+    [ -x "$python" ] || python=python3
+    [ -x "$VENV/bin/python" ] || "$python" -m venv "$VENV"
+    # Reinstall only when the project's dependencies changed.
+    if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
+        "$VENV/bin/pip" install -q --upgrade pip
+        "$VENV/bin/pip" install -q -e '.[dev,aws]'
+        touch "$VENV/.installed"
+    fi
+}
+
+command=${1:-}
+shift || true
+case "$command" in
+    demo)
+        install_system_packages
+        install_python_packages
+        exec "$VENV/bin/siprec-backup" demo "$@"
+        ;;
+    test)
+        install_system_packages
+        install_python_packages
+        "$VENV/bin/ruff" check .
+        "$VENV/bin/ruff" format --check .
+        "$VENV/bin/mypy"
+        exec "$VENV/bin/pytest" "$@"
+        ;;
+    *)
+        echo "usage: bash scripts/dev.sh demo|test [args...]" >&2
+        exit 2
+        ;;
+esac

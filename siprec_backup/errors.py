@@ -1,0 +1,91 @@
+"""The one error tree of siprec-backup.
+
+Every error the engine raises derives from :class:`SiprecBackupError`, so the CLI and the flows can
+turn any of them into one clear line. The tree (httpx's ``_exceptions.py`` is the model)::
+
+    SiprecBackupError
+    ├── ConfigurationError        bad block fields, bad CLI options, unknown names
+    ├── SourceError               a database or file source failed (pg_dump exited non-zero...)
+    │   └── SourceUnavailableError     the source cannot be reached at all
+    ├── StorageError
+    │   ├── TransientStorageError may succeed if retried (I/O hiccup, throttling)
+    │   └── PermanentStorageError will not succeed if retried (permissions, limits, bad path)
+    ├── NotFoundError             an unknown backup id, a missing object or manifest
+    ├── IntegrityError            the data is not what was written
+    │   ├── WrongKeyError         no key in the keyring opens this object
+    │   ├── TamperedError         a tag, a header or a chunk order does not verify
+    │   ├── TruncatedError        the stream ends without a valid final chunk
+    │   └── ManifestMismatchError a restore does not match its manifest (sizes, hashes, rows)
+    ├── RestoreError              a restore could not complete
+    │   └── TargetNotEmptyError   refusing to overwrite a non-empty target
+    └── LabError                  the throwaway lab could not start or stop a server
+
+Messages never contain secrets: callers pass host, port, user and database names, never passwords
+or key material.
+"""
+
+from __future__ import annotations
+
+
+class SiprecBackupError(Exception):
+    """Base class of every error siprec-backup raises on purpose."""
+
+
+class ConfigurationError(SiprecBackupError):
+    """A setting is missing or invalid: fix the block, the option or the environment."""
+
+
+class SourceError(SiprecBackupError):
+    """Reading a source (a database dump, a file tree) failed."""
+
+
+class SourceUnavailableError(SourceError):
+    """The source could not be reached (connection refused, authentication failed)."""
+
+
+class StorageError(SiprecBackupError):
+    """Writing to or reading from a store failed."""
+
+
+class TransientStorageError(StorageError):
+    """A storage failure that may succeed if retried; the only storage error tasks retry."""
+
+
+class PermanentStorageError(StorageError):
+    """A storage failure that retrying cannot fix (permissions, limits, a bad location)."""
+
+
+class NotFoundError(SiprecBackupError):
+    """A backup, an object or a manifest that was asked for does not exist."""
+
+
+class IntegrityError(SiprecBackupError):
+    """The bytes read back are not the bytes that were written."""
+
+
+class WrongKeyError(IntegrityError):
+    """No master key available opens this object's data key."""
+
+
+class TamperedError(IntegrityError):
+    """A header, a chunk tag or the chunk order failed authentication."""
+
+
+class TruncatedError(IntegrityError):
+    """The stream ended before a valid final chunk."""
+
+
+class ManifestMismatchError(IntegrityError):
+    """Restored data does not match what the manifest recorded."""
+
+
+class RestoreError(SiprecBackupError):
+    """A restore could not be completed."""
+
+
+class TargetNotEmptyError(RestoreError):
+    """The restore target already holds data and overwriting was not allowed."""
+
+
+class LabError(SiprecBackupError):
+    """A lab server could not be started, reached or stopped."""

@@ -1,0 +1,116 @@
+"""The restore engine: store -> decrypt -> decompress -> pg_restore, then proof.
+
+A restore streams the object into ``pg_restore --single-transaction`` (so a failed restore leaves
+nothing behind), then checks what it restored against the manifest: plaintext and ciphertext size
+and sha256, and every table's row count.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from siprec_backup.errors import ConfigurationError, ManifestMismatchError
+from siprec_backup.manifest import Manifest
+from siprec_backup.sources.postgres import (
+    PostgresRestore,
+    PostgresTarget,
+    ensure_restorable,
+    restored_row_counts,
+)
+from siprec_backup.storage import ObjectStore
+from siprec_backup.stream import Keyring, MasterKey, StreamStats, unseal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What a restore did and what it proved."""
+
+    backup_id: str
+    target: str
+    plaintext_bytes: int
+    seconds: float
+    tables: dict[str, int]
+
+    @property
+    def bytes_per_second(self) -> float:
+        return self.plaintext_bytes / self.seconds if self.seconds > 0 else 0.0
+
+
+def check_stream(manifest: Manifest, stats: StreamStats) -> None:
+    """The decrypted stream must be exactly what the backup wrote."""
+    expected = manifest.object
+    problems = [
+        f"{name}: manifest {want}, restored {got}"
+        for name, want, got in (
+            ("ciphertext bytes", expected.ciphertext_bytes, stats.ciphertext_bytes),
+            ("ciphertext sha256", expected.ciphertext_sha256, stats.ciphertext_sha256),
+            ("plaintext bytes", expected.plaintext_bytes, stats.plaintext_bytes),
+            ("plaintext sha256", expected.plaintext_sha256, stats.plaintext_sha256),
+        )
+        if want != got
+    ]
+    if problems:
+        raise ManifestMismatchError(
+            f"backup {manifest.backup_id} does not match its manifest: {'; '.join(problems)}"
+        )
+
+
+def check_row_counts(manifest: Manifest, restored: dict[str, int]) -> None:
+    """Every table the manifest counted must hold the same number of rows after the restore."""
+    problems = [
+        f"{table}: expected {rows}, got {restored.get(table, 'missing')}"
+        for table, rows in sorted(manifest.tables.items())
+        if restored.get(table) != rows
+    ]
+    if problems:
+        raise ManifestMismatchError(
+            f"restored rows differ from backup {manifest.backup_id}: {'; '.join(problems)}"
+        )
+
+
+def run_restore(
+    store: ObjectStore,
+    manifest: Manifest,
+    keys: Keyring | MasterKey,
+    target: PostgresTarget,
+    *,
+    overwrite: bool = False,
+) -> RestoreResult:
+    """Restore `manifest`'s backup into `target` and prove it against the manifest."""
+    if manifest.source_kind != "postgres":
+        raise ConfigurationError(
+            f"backup {manifest.backup_id} is a {manifest.source_kind} backup; "
+            "this restore handles postgres"
+        )
+    started = datetime.now(UTC)
+    ensure_restorable(target, overwrite=overwrite)
+    log.info("restore %s of %s into %s", manifest.backup_id, manifest.source, target.describe())
+    restore = PostgresRestore(target, overwrite=overwrite)
+    try:
+        with store.open_reader(manifest.object.key) as reader:
+            try:
+                stats = unseal(reader, restore.stdin, keys)
+            except BrokenPipeError as exc:
+                raise restore.fail(exc) from None
+            except BaseException:
+                restore.fail(RuntimeError("input failed"))
+                raise
+        restore.finish()
+    finally:
+        restore.close()
+    check_stream(manifest, stats)
+    restored = restored_row_counts(target)
+    check_row_counts(manifest, restored)
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    log.info("restore %s: %d tables match the manifest", manifest.backup_id, len(restored))
+    return RestoreResult(
+        backup_id=manifest.backup_id,
+        target=target.describe(),
+        plaintext_bytes=stats.plaintext_bytes,
+        seconds=seconds,
+        tables={t: restored[t] for t in manifest.tables},
+    )
