@@ -1,5 +1,6 @@
 """Shared fixtures: one lab (real PostgreSQL 15 primary + replica, Prefect server + worker) per
-test session, in a fresh directory under the system temp dir.
+test session, in a fresh directory under the system temp dir (``lab``), and the same lab with
+seed data for the engine tests (``seeded_lab``).
 
 The directory is not pytest's ``tmp_path`` because that lives under a 0700 directory the
 ``postgres`` account cannot traverse. A lab that cannot start fails the session's lab tests with
@@ -10,15 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from siprec_backup.errors import LabError
-from siprec_backup.lab import Lab, LabState
+from siprec_backup.lab import Lab, LabState, fill, row_counts
+from siprec_backup.sources.postgres import PostgresTarget
+
+#: Size of the seed data the engine tests back up and restore (MiB).
+SEED_MB = 8
 
 _LAB_TIMINGS: dict[str, float] = {}
 
@@ -30,7 +39,7 @@ def new_lab_dir(prefix: str = "siprec-lab-test-") -> Path:
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[LabState]:
-    """The session's lab; ``PREFECT_API_URL`` points at its Prefect server while it runs."""
+    """The session's lab; Prefect clients in this process and its children use its server."""
     the_lab = Lab(new_lab_dir())
     t0 = time.monotonic()
     try:
@@ -44,7 +53,11 @@ def lab() -> Iterator[LabState]:
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = state.prefect_api_url
     try:
-        yield state
+        with _prefect_settings(state.prefect_api_url):
+            try:
+                yield state
+            finally:
+                _drain_prefect()
     finally:
         if previous is None:
             os.environ.pop("PREFECT_API_URL", None)
@@ -53,6 +66,82 @@ def lab() -> Iterator[LabState]:
         t1 = time.monotonic()
         the_lab.down()
         _LAB_TIMINGS["down"] = time.monotonic() - t1
+
+
+@contextlib.contextmanager
+def _prefect_settings(api_url: str) -> Iterator[None]:
+    """Point an already imported Prefect at the lab: Prefect reads the environment once, at
+    import (test modules import it during collection), so setting the variable is not enough."""
+    if "prefect" not in sys.modules:
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        yield
+
+
+def _drain_prefect() -> None:
+    """Send Prefect's queued logs and events while the lab server still runs: otherwise, with
+    PREFECT_API_URL gone, Prefect starts a temporary server at interpreter exit to send them."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            service.drain_all(timeout=10)
+
+
+@dataclass(frozen=True)
+class SeededLab:
+    """The session's lab with seed data, as the engine tests (no Prefect) use it."""
+
+    state: LabState
+
+    @property
+    def tables(self) -> dict[str, int]:
+        """Current exact row count per ``siprec.<table>``, keyed like a manifest's tables."""
+        counts = row_counts(self.state.postgres().conninfo())
+        return {f"siprec.{table}": n for table, n in counts.items()}
+
+    def app_target(self, dbname: str | None = None) -> PostgresTarget:
+        """The primary's application database, as the password-authenticated app role."""
+        pg = self.state.postgres()
+        return PostgresTarget(
+            host=pg.host,
+            port=pg.port,
+            user=pg.user,
+            dbname=dbname or pg.dbname,
+            password=pg.password,
+            bin_dir=pg.bin_dir,
+        )
+
+    def superuser_conninfo(self, dbname: str | None = None) -> str:
+        """The primary as the trusted superuser (lab administration)."""
+        return self.state.postgres().conninfo(superuser=True, dbname=dbname)
+
+    def scratch(self, name: str) -> PostgresTarget:
+        """A fresh, empty database ``name`` owned by the app role (dropped first if present)."""
+        pg = self.state.postgres()
+        with psycopg.connect(self.superuser_conninfo("postgres"), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(pg.user)
+                )
+            )
+        return self.app_target(name)
+
+
+@pytest.fixture(scope="session")
+def seeded_lab(lab: LabState) -> SeededLab:
+    """The session's lab with at least ``SEED_MB`` MiB of SIPREC data in the primary."""
+    fill(lab.postgres().conninfo(), SEED_MB)
+    return SeededLab(lab)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -96,10 +96,10 @@ def down(
 ) -> None:
     """Stop every lab server and remove the lab directory."""
     lab = Lab(dir)
-    existed = lab.state_file.exists()
+    existed = lab.root.exists()
     lab.down(keep=keep)
     if not existed:
-        typer.echo(f"no lab running in {lab.root}")
+        typer.echo(f"no lab in {lab.root}")
     else:
         typer.echo(f"lab stopped; {'data kept in' if keep else 'removed'} {lab.root}")
 

@@ -178,6 +178,7 @@ class Lab:
                 self._stop(state, list(state.services))
             elif not (self.root / MARKER_FILE).exists() and any(self.root.iterdir()):
                 raise LabError(f"{self.root} is not a lab directory: refusing to delete it")
+            self._stop_orphans()
             if not keep:
                 shutil.rmtree(self.root, ignore_errors=True)
                 if self.root.exists():
@@ -242,6 +243,7 @@ class Lab:
             raise LabError(
                 f"{self.root} is not empty and is not a lab directory: choose another --dir"
             )
+        self._stop_orphans()
         for entry in entries:
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -273,6 +275,10 @@ class Lab:
         ports = {n: r.port for n, r in state.services.items() if r.port is not None}
         new = [s.name for s in todo if s.listens and s.name not in ports]
         ports.update(zip(new, _process.free_ports(len(new)), strict=True))
+        for svc in todo:
+            if svc.name not in state.services:  # never started: clear an interrupted attempt
+                svc.stop_orphans(self.root)
+                svc.reset(self.root)
         alive = {n: r for n, r in state.services.items() if r.alive()}
         ctx = LabContext(root=self.root, ports=ports, secrets=state.secrets, records=dict(alive))
         self._write(state)
@@ -339,6 +345,10 @@ class Lab:
         if errors:
             raise LabError("could not stop every lab server: " + "; ".join(errors))
 
+    def _stop_orphans(self) -> None:
+        for svc in reversed(self.services):
+            svc.stop_orphans(self.root)
+
     def _deps(self, name: str) -> tuple[str, ...]:
         svc = self._service(name)
         return svc.dependencies() if svc is not None else ()
@@ -353,31 +363,38 @@ class Lab:
 
 def format_status(state: LabState) -> str:
     """A human-readable table of what runs where, plus the URLs and connection strings."""
+    order = {s.name: i for i, s in enumerate(SERVICES)}
+    records = sorted(state.services.values(), key=lambda r: (order.get(r.name, len(order)), r.name))
     rows = [("SERVICE", "PID", "STATE", "ADDRESS", "LOG")]
-    for name, rec in state.services.items():
-        rows.append(
-            (name, str(rec.pid), "alive" if rec.alive() else "DEAD", rec.address, str(rec.log))
-        )
+    rows += [
+        (r.name, str(r.pid), "alive" if r.alive() else "DEAD", r.address, str(r.log))
+        for r in records
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [f"lab {state.root} (created {state.created_at or '?'})"]
     lines += [
         "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
         for r in rows
     ]
-    lines.append("")
+    facts: list[tuple[str, str]] = []
     if "prefect-server" in state.services:
-        lines.append(f"Prefect UI:       {state.prefect_ui_url}")
-        lines.append(f"PREFECT_API_URL:  {state.prefect_api_url}")
+        facts.append(("Prefect UI", state.prefect_ui_url))
+        facts.append(("PREFECT_API_URL", state.prefect_api_url))
         worker = state.services.get("prefect-worker")
         if worker is not None:
-            lines.append(f"work pool:        {worker.facts.get('work_pool')}")
+            facts.append(("work pool", str(worker.facts.get("work_pool"))))
     for role in ("primary", "replica"):
         if f"postgres-{role}" in state.services:
-            pg = state.postgres(role)
-            lines.append(f"PostgreSQL {role + ':':9}{pg.dsn()}")
+            facts.append((f"PostgreSQL {role}", state.postgres(role).dsn()))
     if "postgres-primary" in state.services:
-        lines.append(
-            f"password:         in {state.state_file} (secrets.{PASSWORD_SECRET}); "
-            f"superuser {state.postgres().superuser!r} needs none from 127.0.0.1"
+        facts.append(
+            (
+                "password",
+                f"{state.state_file} secrets.{PASSWORD_SECRET} "
+                f"(superuser {state.postgres().superuser!r}: none from 127.0.0.1)",
+            )
         )
+    width = max((len(k) for k, _ in facts), default=0) + 2
+    lines.append("")
+    lines += [f"{k + ':':{width}}{v}" for k, v in facts]
     return "\n".join(lines)

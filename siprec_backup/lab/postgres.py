@@ -15,6 +15,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shutil
 import signal
 import stat
 from dataclasses import dataclass, field
@@ -218,6 +219,24 @@ class _PostgresService(Service):
         if pid is not None and pid != record.pid:
             _process.stop_process(pid, None, sig=self.stop_signal, timeout=self.stop_timeout)
         super().stop(record)
+
+    def stop_orphans(self, root: Path) -> None:
+        """Also stop a postmaster still running on ``<lab>/postgres/<data>`` (postmaster.pid)."""
+        super().stop_orphans(root)
+        data_dir = root / "postgres" / self.data_name
+        pid = _postmaster_pid(data_dir)
+        if pid is None:
+            return
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            return
+        if str(data_dir) in cmdline:
+            _process.stop_process(pid, None, sig=self.stop_signal, timeout=self.stop_timeout)
+
+    def reset(self, root: Path) -> None:
+        """Remove a data directory left by an interrupted first start."""
+        shutil.rmtree(root / "postgres" / self.data_name, ignore_errors=True)
 
     def _spawn(
         self, ctx: LabContext, bin_dir: Path, data_dir: Path, user: str | None

@@ -147,10 +147,16 @@ class PrefectServer(Service):
         fresh_without_template = not db.exists()
         if not _process.port_is_free(port):
             raise LabError(f"{self.name}: port {port} on 127.0.0.1 is already in use")
+        env = prefect_env(ctx, home, f"{base}/api")
+        if from_template:
+            # The template was migrated and got the block types from this very Prefect
+            # version: skipping both checks saves ~0.7 s of the start.
+            env["PREFECT_API_DATABASE_MIGRATE_ON_START"] = "false"
+            env["PREFECT_API_BLOCKS_REGISTER_ON_START"] = "false"
         proc = _process.spawn(
             [prefect_executable(), "server", "start", "--host", LOOPBACK, "--port", str(port)],
             log=ctx.log(self.name),
-            env=prefect_env(ctx, home, f"{base}/api"),
+            env=env,
             cwd=home,
         )
         try:
@@ -176,6 +182,12 @@ class PrefectServer(Service):
                 "from_template": from_template,
             },
         )
+
+    def reset(self, root: Path) -> None:
+        """Remove a database left by an interrupted first start."""
+        for name in ("prefect.db", "prefect.db-wal", "prefect.db-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                (root / "prefect" / name).unlink()
 
     def is_ready(self, record: ServiceRecord) -> bool:
         """``/api/health`` answers true."""

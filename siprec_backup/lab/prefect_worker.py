@@ -1,4 +1,4 @@
-"""The lab's Prefect process worker, polling the work pool ``siprec-lab`` every 2 seconds.
+"""The lab's Prefect process worker, polling the work pool ``siprec-backup`` every 2 seconds.
 
 It runs deployments (registered from deployments/prefect.yaml) as subprocesses of the project's
 virtualenv, in the project directory. Importing Prefect takes 1-2 s, so the worker process is
@@ -19,7 +19,7 @@ from siprec_backup.lab import _process
 from siprec_backup.lab.prefect_server import prefect_env
 from siprec_backup.lab.service import LabContext, Service, ServiceRecord
 
-WORK_POOL = "siprec-lab"
+WORK_POOL = "siprec-backup"
 WORKER_NAME = "siprec-lab-worker"
 QUERY_SECONDS = "2"
 
@@ -70,7 +70,7 @@ def _online_since(api_url: str, since: float) -> bool:
 
 
 class PrefectWorker(Service):
-    """``prefect worker start --pool siprec-lab --type process`` (the worker creates the pool)."""
+    """``prefect worker start --pool siprec-backup --type process`` (the worker creates the pool)."""
 
     name = "prefect-worker"
     group = "prefect"

@@ -166,6 +166,28 @@ class Service(ABC):
             timeout=self.stop_timeout,
         )
 
+    def pid_file(self, root: Path) -> Path:
+        """``<lab>/run/<name>.pid``: PID and start time, written as soon as the server is
+        spawned, so that an ``up`` killed before it recorded the server can be cleaned up."""
+        return root / "run" / f"{self.name}.pid"
+
+    def stop_orphans(self, root: Path) -> None:
+        """Stop this server if its PID file names a live process that ``lab.json`` may not
+        list (an ``up`` killed while the server was starting)."""
+        try:
+            pid_text, ticks_text = self.pid_file(root).read_text().split()
+            pid, ticks = int(pid_text), int(ticks_text) if ticks_text != "-" else None
+        except (OSError, ValueError):
+            return
+        _process.stop_process(
+            pid, ticks, sig=self.stop_signal, group=self.stop_group, timeout=self.stop_timeout
+        )
+
+    def reset(self, root: Path) -> None:
+        """Delete this server's data before a first start, so that a start interrupted earlier
+        (data half initialised, never recorded in lab.json) begins again from scratch."""
+        return None
+
     def launch(
         self,
         ctx: LabContext,
@@ -181,6 +203,9 @@ class Service(ABC):
         log = ctx.log(self.name)
         ticks = _process.start_ticks(proc.pid)
         try:
+            pid_file = self.pid_file(ctx.root)
+            pid_file.parent.mkdir(exist_ok=True)
+            pid_file.write_text(f"{proc.pid} {'-' if ticks is None else ticks}\n")
             _process.wait_ready(
                 self.name, ready, proc=proc, log=log, timeout=timeout, cancel=ctx.cancel
             )

@@ -1,59 +1,37 @@
-"""Fixtures for flow tests: seeded lab data and blocks saved on the lab's Prefect server."""
+"""Fixtures for flow tests: the seeded lab plus blocks saved on the lab's Prefect server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from deployments.lab_blocks import LabBlocks, save_lab_blocks
+from deployments.lab_blocks import KEY_ID, LabBlocks, save_lab_blocks
 from siprec_backup.lab import LabState
-from siprec_backup.lab.seed import create_schema, fill
-from siprec_backup.sources.postgres import PostgresTarget
 from siprec_backup.stream import MasterKey
+from tests.conftest import SeededLab
 
 
 @dataclass(frozen=True)
 class Platform:
-    """The lab as the flows see it: blocks, the key and a way to make scratch databases."""
+    """The lab as the flows see it: saved blocks, the known secrets, scratch databases."""
 
-    state: LabState
+    seeded: SeededLab
     blocks: LabBlocks
     key: MasterKey
     password: str
 
-    def target(self, dbname: str) -> PostgresTarget:
-        pg = self.state.postgres("primary")
-        return PostgresTarget(
-            host=pg.host, port=pg.port, user=pg.user, password=pg.password, dbname=dbname
-        )
+    @property
+    def state(self) -> LabState:
+        return self.seeded.state
 
     def scratch_database(self, name: str) -> str:
-        """A fresh empty database owned by the app user."""
-        pg = self.state.postgres("primary")
-        with psycopg.connect(
-            pg.conninfo(superuser=True, dbname="postgres"), autocommit=True
-        ) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(name), sql.Identifier(pg.user)
-                )
-            )
-        return name
+        return self.seeded.scratch(name).dbname
 
 
 @pytest.fixture(scope="session")
-def platform(lab: LabState) -> Iterator[Platform]:
-    pg = lab.postgres("primary")
-    create_schema(pg.conninfo())
-    fill(pg.conninfo(), 8)
-    blocks = save_lab_blocks(lab)
-    key = MasterKey.from_text("lab-master-1", Path(blocks.key_file).read_text())
-    yield Platform(lab, blocks, key, pg.password)
+def platform(seeded_lab: SeededLab) -> Platform:
+    blocks = save_lab_blocks(seeded_lab.state)
+    key = MasterKey.from_text(KEY_ID, Path(blocks.key_file).read_text())
+    return Platform(seeded_lab, blocks, key, seeded_lab.state.postgres().password)

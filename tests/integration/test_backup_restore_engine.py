@@ -24,7 +24,7 @@ from siprec_backup.manifest import Manifest
 from siprec_backup.restore import run_restore
 from siprec_backup.sources.postgres import PostgresSource, PostgresTarget
 from siprec_backup.storage import LocalStore, ObjectWriter
-from siprec_backup.stream import MasterKey
+from siprec_backup.stream import MasterKey, read_header
 from tests.conftest import SeededLab
 
 
@@ -99,8 +99,10 @@ def test_truncated_object_restores_nothing(
     shutil.copytree(store.root, tmp_path, dirs_exist_ok=True)
     data = tmp_path / manifest.object.key
     with open(data, "r+b") as handle:  # cut exactly at a chunk boundary, in the middle
-        header_and_two_chunks = data.stat().st_size - 2 * (64 * 1024 + 16)
-        handle.truncate(header_and_two_chunks)
+        header = read_header(handle)
+        chunks = (data.stat().st_size - header.size) // (header.chunk_size + 16)
+        assert chunks > 4
+        handle.truncate(header.size + (chunks // 2) * (header.chunk_size + 16))
     target = seeded_lab.scratch("engine_truncated")
     with pytest.raises(TruncatedError):
         run_restore(copy, manifest, key, target)

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from prefect.settings import get_current_settings
 from psycopg import sql
 from typer.testing import CliRunner
 
@@ -107,6 +108,8 @@ def test_seed_fill_reaches_every_table(lab: LabState) -> None:
 
 def test_prefect_server_and_worker(lab: LabState) -> None:
     assert lab.prefect_api_url == os.environ["PREFECT_API_URL"]
+    # Prefect was imported (at collection) before the lab started: it must use the lab anyway.
+    assert get_current_settings().api.url == lab.prefect_api_url
     assert httpx.get(f"{lab.prefect_api_url}/health", timeout=5).json() is True
     pool = httpx.get(f"{lab.prefect_api_url}/work_pools/{WORK_POOL}", timeout=5)
     assert pool.status_code == 200
