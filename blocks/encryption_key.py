@@ -6,6 +6,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
 from blocks._docs import DOCS_URL
+from siprec_backup.errors import ConfigurationError
 from siprec_backup.stream import Keyring, MasterKey
 
 
@@ -48,7 +49,10 @@ class EncryptionKey(Block):
     @field_validator("key")
     @classmethod
     def _key_is_valid(cls, value: SecretStr) -> SecretStr:
-        MasterKey.from_text("check", value.get_secret_value())
+        try:
+            MasterKey.from_text("check", value.get_secret_value())
+        except ConfigurationError:
+            raise ValueError("expected 64 hex characters or the base64 of 32 bytes") from None
         return value
 
     def master_key(self) -> MasterKey:

@@ -70,7 +70,7 @@ def _online_since(api_url: str, since: float) -> bool:
 
 
 class PrefectWorker(Service):
-    """``prefect worker start --pool siprec-backup --type process`` (the worker creates the pool)."""
+    """``prefect worker start --pool siprec-backup --type process``; the worker creates the pool."""
 
     name = "prefect-worker"
     group = "prefect"

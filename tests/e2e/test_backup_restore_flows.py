@@ -46,7 +46,7 @@ def test_backup_then_restore_matches_row_counts(platform: Platform) -> None:
     import anyio
 
     kinds = anyio.run(_artifact_types, state.state_details.flow_run_id)
-    assert {"markdown"} <= kinds
+    assert {"markdown", "progress"} <= kinds
 
     scratch = platform.scratch_database("e2e_restore")
     result = restore_postgres(

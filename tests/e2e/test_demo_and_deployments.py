@@ -1,0 +1,40 @@
+"""The quick start's main job: deployments registered by the documented command, the nightly
+backup run by the lab's worker through the Prefect server, and the restore checked."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.schedules import CronSchedule
+
+from deployments.demo import run_demo
+from tests.e2e.conftest import Platform
+
+
+async def _deployment_runs(name: str) -> tuple[CronSchedule | None, list[FlowRun]]:
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(name)
+        runs = await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        )
+    schedule = deployment.schedules[0].schedule if deployment.schedules else None
+    return (schedule if isinstance(schedule, CronSchedule) else None), runs
+
+
+def test_demo_end_to_end(platform: Platform, capsys: pytest.CaptureFixture[str]) -> None:
+    run_demo(platform.state.root, scale_mb=8)
+    out = capsys.readouterr().out
+    assert "every table matches the backup's manifest" in out
+    assert "MISMATCH" not in out
+    assert platform.state.prefect_ui_url in out
+
+    schedule, runs = anyio.run(_deployment_runs, "backup-postgres/nightly")
+    assert schedule is not None
+    assert (schedule.cron, schedule.timezone) == ("30 2 * * *", "UTC")
+    assert any(run.state is not None and run.state.is_completed() for run in runs)
+
+    _, restores = anyio.run(_deployment_runs, "restore-postgres/on-demand")
+    assert any(run.state is not None and run.state.is_completed() for run in restores)
