@@ -331,14 +331,18 @@ def test_encryption_layer_reproduces_vector(name: str) -> None:
 @pytest.mark.parametrize("name", _case_ids())
 def test_seal_reproduces_vector(name: str) -> None:
     case = _recorded(name)
-    if case["compression"] == "zstd":
-        recorded = _vectors()["zstd_library_version"]
-        if recorded != ".".join(map(str, zstandard.ZSTD_VERSION)):
-            pytest.skip(f"zstd output pinned with libzstd {recorded}")
     key = MasterKey(case["key_id"], bytes.fromhex(case["master_key_hex"]))
     source = {"plaintext": bytes.fromhex(case["plaintext_hex"]), "compression": case["compression"]}
     stream = _encrypt(source, key, _randomness_of(case))
-    assert stream.hex() == case["stream_hex"]
+    same_zstd = _vectors()["zstd_library_version"] == ".".join(map(str, zstandard.ZSTD_VERSION))
+    if case["compression"] != "zstd" or same_zstd:
+        assert stream.hex() == case["stream_hex"]
+    else:
+        # Another libzstd may compress differently: the encryption layer is pinned by
+        # test_encryption_layer_reproduces_vector; here the stream must still round-trip.
+        out = io.BytesIO()
+        unseal(io.BytesIO(stream), out, key)
+        assert out.getvalue().hex() == case["plaintext_hex"]
 
 
 @pytest.mark.parametrize("name", _case_ids())
