@@ -7,6 +7,7 @@ restore deployment into a scratch database -> row counts compared and printed.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from siprec_backup.catalog import find_backup
 from siprec_backup.errors import SiprecBackupError
 from siprec_backup.lab import Lab, LabState
 from siprec_backup.sources.postgres import restored_row_counts
+from siprec_backup.storage import LocalStore
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT_FILE = "deployments/prefect.yaml"
@@ -44,16 +46,10 @@ def register_deployments(state: LabState) -> None:
             stdout=out,
             stderr=subprocess.STDOUT,
             check=False,
-            env={**_env(), "PREFECT_API_URL": state.prefect_api_url},
+            env={**os.environ, "PREFECT_API_URL": state.prefect_api_url},
         )
     if done.returncode != 0:
         raise SiprecBackupError(f"registering the deployments failed; see {log}")
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 def _run(name: str, parameters: dict[str, object] | None = None) -> FlowRun:
@@ -91,8 +87,6 @@ def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:
         say("4/5 running the nightly backup deployment through the lab's worker...")
         backup_run = _run("backup-postgres/nightly")
         store_root = blocks.store_dir
-        from siprec_backup.storage import LocalStore
-
         manifest = find_backup(LocalStore(store_root), "siprec", "default", blocks.database)
         say(
             f"    backup {manifest.backup_id}: {manifest.object.plaintext_bytes:,} bytes dumped, "
@@ -109,18 +103,14 @@ def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:
             },
         )
     pg = state.postgres("primary")
-    from siprec_backup.sources.postgres import PostgresTarget
-
-    restored = restored_row_counts(
-        PostgresTarget(
-            host=pg.host, port=pg.port, user=pg.user, password=pg.password, dbname=SCRATCH_DB
-        )
-    )
+    restored = restored_row_counts(pg.target(SCRATCH_DB))
     width = max(len(t) for t in manifest.tables)
     say(f"\n{'table'.ljust(width)}  {'backup':>12}  {'restored':>12}")
     for table, rows in manifest.tables.items():
         mark = "ok" if restored.get(table) == rows else "MISMATCH"
         say(f"{table.ljust(width)}  {rows:>12,}  {restored.get(table, 0):>12,}  {mark}")
+    if any(restored.get(table) != rows for table, rows in manifest.tables.items()):
+        raise SiprecBackupError(f"restored rows differ from backup {manifest.backup_id}")
     say(f"\nrestore flow run {restore_run.name}: every table matches the backup's manifest.")
     say(f"Prefect UI: {state.prefect_ui_url}  (runs, logs and artifacts of both flows)")
     say(

@@ -94,11 +94,8 @@ def run_restore(
         with store.open_reader(manifest.object.key) as reader:
             try:
                 stats = unseal(reader, restore.stdin, keys)
-            except BrokenPipeError as exc:
-                raise restore.fail(exc) from None
-            except BaseException:
-                restore.fail(RuntimeError("input failed"))
-                raise
+            except BrokenPipeError:
+                raise restore.died() from None
         restore.finish()
     finally:
         restore.close()

@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ def lab() -> Iterator[LabState]:
             try:
                 yield state
             finally:
-                _drain_prefect()
+                drain_prefect()
     finally:
         if previous is None:
             os.environ.pop("PREFECT_API_URL", None)
@@ -81,17 +82,23 @@ def _prefect_settings(api_url: str) -> Iterator[None]:
         yield
 
 
-def _drain_prefect() -> None:
-    """Send Prefect's queued logs and events while the lab server still runs: otherwise, with
-    PREFECT_API_URL gone, Prefect starts a temporary server at interpreter exit to send them."""
+def drain_prefect() -> None:
+    """Send Prefect's queued logs and events now: tests search the server for them, and at the
+    end of the session the lab server must still run (otherwise, with PREFECT_API_URL gone,
+    Prefect starts a temporary server at interpreter exit to send them)."""
     if "prefect" not in sys.modules:
         return
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
-    for service in (APILogWorker, EventsWorker):
-        with contextlib.suppress(Exception):
-            service.drain_all(timeout=10)
+    def drain() -> None:  # in a thread of its own: drain_all blocks only where no loop runs
+        for service in (APILogWorker, EventsWorker):
+            with contextlib.suppress(Exception):
+                service.drain_all(timeout=30)
+
+    thread = threading.Thread(target=drain, name="drain-prefect")
+    thread.start()
+    thread.join()
 
 
 @dataclass(frozen=True)
@@ -108,15 +115,7 @@ class SeededLab:
 
     def app_target(self, dbname: str | None = None) -> PostgresTarget:
         """The primary's application database, as the password-authenticated app role."""
-        pg = self.state.postgres()
-        return PostgresTarget(
-            host=pg.host,
-            port=pg.port,
-            user=pg.user,
-            dbname=dbname or pg.dbname,
-            password=pg.password,
-            bin_dir=pg.bin_dir,
-        )
+        return self.state.postgres().target(dbname)
 
     def superuser_conninfo(self, dbname: str | None = None) -> str:
         """The primary as the trusted superuser (lab administration)."""

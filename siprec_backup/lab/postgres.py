@@ -28,6 +28,7 @@ from psycopg.conninfo import make_conninfo
 from siprec_backup.errors import LabError
 from siprec_backup.lab import _process
 from siprec_backup.lab.service import LabContext, Service, ServiceRecord
+from siprec_backup.sources.postgres import PostgresTarget
 
 PG_VERSION = "15"
 SUPERUSER = "postgres"
@@ -92,6 +93,17 @@ class PostgresEndpoint:
         if not superuser:
             params["password"] = self.password
         return make_conninfo(**params)  # type: ignore[arg-type]
+
+    def target(self, dbname: str | None = None) -> PostgresTarget:
+        """The engine's view of this server, as the password-authenticated application role."""
+        return PostgresTarget(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=dbname or self.dbname,
+            password=self.password,
+            bin_dir=self.bin_dir,
+        )
 
     def dsn(self, *, superuser: bool = False) -> str:
         """The conninfo without any password: safe to print and log."""

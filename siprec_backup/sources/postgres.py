@@ -345,22 +345,21 @@ class PostgresRestore:
                 f"{_stderr_tail(self._stderr)}"
             )
 
-    def fail(self, cause: BaseException) -> RestoreError:
-        """Stop pg_restore after an input error; the error names pg_restore's view if it died."""
-        if self._proc.poll() is None:
-            self._proc.kill()
+    def died(self) -> RestoreError:
+        """The error to raise when pg_restore stopped reading its input (a broken pipe)."""
         self._proc.wait()
-        if isinstance(cause, BrokenPipeError):
-            return RestoreError(
-                f"pg_restore into {self._target.describe()} stopped reading: "
-                f"{_stderr_tail(self._stderr)}"
-            )
-        return RestoreError(f"restore into {self._target.describe()} aborted: {cause}")
+        return RestoreError(
+            f"pg_restore into {self._target.describe()} stopped reading: "
+            f"{_stderr_tail(self._stderr)}"
+        )
 
     def close(self) -> None:
+        """Kill pg_restore if it still runs: its single transaction then commits nothing."""
         if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+        with contextlib.suppress(OSError):
+            self.stdin.close()
         self._stderr.close()
 
 

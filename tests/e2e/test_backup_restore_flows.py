@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
+import anyio
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 
 from flows.backup import backup_postgres
 from flows.restore import restore_postgres
@@ -12,15 +20,21 @@ from siprec_backup.catalog import list_backups
 from siprec_backup.errors import TargetNotEmptyError
 from siprec_backup.lab.seed import row_counts
 from siprec_backup.storage import LocalStore
+from tests.conftest import drain_prefect
 from tests.e2e.conftest import Platform
 
 
-async def _artifact_types(flow_run_id: object) -> set[str]:
+async def _artifacts_and_logs(flow_run_id: UUID) -> tuple[set[str], list[str]]:
+    """The artifact types and the log messages the server holds for one flow run."""
+    drain_prefect()
     async with get_client() as client:
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
-    return {a.type or "" for a in artifacts}
+        logs = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.type or "" for a in artifacts}, [log.message for log in logs]
 
 
 def test_backup_then_restore_matches_row_counts(platform: Platform) -> None:
@@ -43,10 +57,11 @@ def test_backup_then_restore_matches_row_counts(platform: Platform) -> None:
     entries = list_backups(LocalStore(blocks.store_dir), "siprec", cluster="e2e")
     assert [(e.backup_id, e.status) for e in entries] == [(manifest.backup_id, "complete")]
 
-    import anyio
-
-    kinds = anyio.run(_artifact_types, state.state_details.flow_run_id)
+    assert state.state_details.flow_run_id is not None
+    kinds, messages = anyio.run(_artifacts_and_logs, state.state_details.flow_run_id)
     assert {"markdown", "progress"} <= kinds
+    tagged = f"[{manifest.backup_id} {blocks.database}]"
+    assert any(tagged in message for message in messages), messages
 
     scratch = platform.scratch_database("e2e_restore")
     result = restore_postgres(

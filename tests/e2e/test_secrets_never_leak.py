@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from blocks.postgres import PostgresDatabase
 from flows.backup import backup_postgres
 from flows.restore import restore_postgres
+from tests.conftest import drain_prefect
 from tests.e2e.conftest import Platform
 
 WRONG_PASSWORD = "Wr0ng-but-secret-pw-7c1e9a"
@@ -32,6 +33,7 @@ WRONG_PASSWORD = "Wr0ng-but-secret-pw-7c1e9a"
 async def _everything_recorded(flow_run_ids: list[UUID]) -> str:
     """All log messages, artifact bodies and parameters of the given flow runs, as one text."""
     parts: list[str] = []
+    drain_prefect()
     async with get_client() as client:
         logs = await client.read_logs(
             log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)), limit=200
