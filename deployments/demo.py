@@ -76,23 +76,22 @@ def _fresh_scratch_database(state: LabState) -> None:
 
 
 def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:
-    say = print
-    say(f"1/5 starting the lab (seed data about {scale_mb} MB)...")
+    print(f"1/5 starting the lab (seed data about {scale_mb} MB)...")
     state = Lab(lab_dir).up(scale_mb=scale_mb)
     with temporary_settings(updates={PREFECT_API_URL: state.prefect_api_url}):
-        say("2/5 saving blocks (database, storage, encryption key)...")
+        print("2/5 saving blocks (database, storage, encryption key)...")
         blocks = save_lab_blocks(state)
-        say(f"3/5 registering deployments: {' '.join(deploy_command()[1:])}")
+        print(f"3/5 registering deployments: {' '.join(deploy_command()[1:])}")
         register_deployments(state)
-        say("4/5 running the nightly backup deployment through the lab's worker...")
+        print("4/5 running the nightly backup deployment through the lab's worker...")
         backup_run = _run("backup-postgres/nightly")
         store_root = blocks.store_dir
         manifest = find_backup(LocalStore(store_root), "siprec", "default", blocks.database)
-        say(
+        print(
             f"    backup {manifest.backup_id}: {manifest.object.plaintext_bytes:,} bytes dumped, "
             f"{manifest.object.ciphertext_bytes:,} stored (flow run {backup_run.name})"
         )
-        say(f"5/5 restoring it into the scratch database {SCRATCH_DB!r}...")
+        print(f"5/5 restoring it into the scratch database {SCRATCH_DB!r}...")
         _fresh_scratch_database(state)
         restore_run = _run(
             "restore-postgres/on-demand",
@@ -105,16 +104,16 @@ def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:
     pg = state.postgres("primary")
     restored = restored_row_counts(pg.target(SCRATCH_DB))
     width = max(len(t) for t in manifest.tables)
-    say(f"\n{'table'.ljust(width)}  {'backup':>12}  {'restored':>12}")
+    print(f"\n{'table'.ljust(width)}  {'backup':>12}  {'restored':>12}")
     for table, rows in manifest.tables.items():
         mark = "ok" if restored.get(table) == rows else "MISMATCH"
-        say(f"{table.ljust(width)}  {rows:>12,}  {restored.get(table, 0):>12,}  {mark}")
+        print(f"{table.ljust(width)}  {rows:>12,}  {restored.get(table, 0):>12,}  {mark}")
     if any(restored.get(table) != rows for table, rows in manifest.tables.items()):
         raise SiprecBackupError(f"restored rows differ from backup {manifest.backup_id}")
-    say(f"\nrestore flow run {restore_run.name}: every table matches the backup's manifest.")
-    say(f"Prefect UI: {state.prefect_ui_url}  (runs, logs and artifacts of both flows)")
-    say(
+    print(f"\nrestore flow run {restore_run.name}: every table matches the backup's manifest.")
+    print(f"Prefect UI: {state.prefect_ui_url}  (runs, logs and artifacts of both flows)")
+    print(
         f"Break-glass decrypt, no Prefect needed: siprec-backup decrypt "
         f"{store_root / manifest.object.key} --key-file {blocks.key_file} | pg_restore -l"
     )
-    say(f"Stop the lab: siprec-backup lab down{'' if lab_dir is None else f' --dir {lab_dir}'}")
+    print(f"Stop the lab: siprec-backup lab down{'' if lab_dir is None else f' --dir {lab_dir}'}")
