@@ -31,6 +31,11 @@ SCRATCH_DB = "siprec_restore_check"
 RUN_TIMEOUT = 1800
 
 
+def _cli() -> str:
+    """This environment's siprec-backup command, as the operator should type it."""
+    return str(Path(sys.executable).with_name("siprec-backup"))
+
+
 def deploy_command() -> list[str]:
     """The documented registration command (README), run from the repository root."""
     prefect = Path(sys.executable).with_name("prefect")
@@ -113,7 +118,7 @@ def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:
     print(f"\nrestore flow run {restore_run.name}: every table matches the backup's manifest.")
     print(f"Prefect UI: {state.prefect_ui_url}  (runs, logs and artifacts of both flows)")
     print(
-        f"Break-glass decrypt, no Prefect needed: siprec-backup decrypt "
+        f"Break-glass decrypt, no Prefect needed: {_cli()} decrypt "
         f"{store_root / manifest.object.key} --key-file {blocks.key_file} | pg_restore -l"
     )
-    print(f"Stop the lab: siprec-backup lab down{'' if lab_dir is None else f' --dir {lab_dir}'}")
+    print(f"Stop the lab: {_cli()} lab down{'' if lab_dir is None else f' --dir {lab_dir}'}")
