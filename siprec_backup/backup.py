@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: How often (in source bytes) the progress callback is called.
 PROGRESS_STEP = 8 << 20
+#: Unfinished uploads older than this were left by a killed backup and are discarded.
+STALE_UPLOAD_SECONDS = 24 * 3600
 
 ProgressCallback = Callable[[int], None]
 
@@ -69,6 +71,8 @@ def run_backup(
     backup_id = backup_id or new_backup_id()
     base = backup_prefix(prefix, cluster, source_name, backup_id)
     started = datetime.now(UTC)
+    for stale in store.abort_stale_uploads(STALE_UPLOAD_SECONDS):
+        log.warning("discarded an unfinished upload left by an interrupted backup: %s", stale)
     log.info(
         "backup %s of %s: dumping %s to %s",
         backup_id,

@@ -112,6 +112,14 @@ class ObjectStore(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove `key`; deleting a missing key is not an error."""
 
+    def abort_stale_uploads(self, older_than_seconds: float) -> tuple[str, ...]:
+        """Discard uploads a killed process left unfinished (never visible as objects).
+
+        A crash can skip the writer's abort: a local temporary file, an S3 multipart upload.
+        Returns what was discarded. Stores with nothing to clean keep this default.
+        """
+        return ()
+
     def exists(self, key: str) -> bool:
         try:
             self.open_reader(key).close()

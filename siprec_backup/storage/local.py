@@ -7,8 +7,10 @@ a temporary file that listings ignore and :meth:`LocalStore.open_writer` cleans 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -121,6 +123,19 @@ class LocalStore(ObjectStore):
                     modified = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
                     found.append(ObjectInfo(key=key, size=stat.st_size, modified=modified))
         yield from sorted(found, key=lambda info: info.key)
+
+    def abort_stale_uploads(self, older_than_seconds: float) -> tuple[str, ...]:
+        """Remove temporary files of writes that a killed process never finished."""
+        if not self.root.is_dir():
+            return ()
+        cutoff = time.time() - older_than_seconds
+        removed = []
+        for path in self.root.rglob(f"{TEMP_MARK}*"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path.relative_to(self.root).as_posix())
+        return tuple(removed)
 
     def delete(self, key: str) -> None:
         path = self._path(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import psycopg
@@ -203,3 +204,43 @@ def test_failed_dump_leaves_no_object(seeded_lab: SeededLab, tmp_path: Path) -> 
         with psycopg.connect(seeded_lab.superuser_conninfo(), autocommit=True) as conn:
             conn.execute("DROP TABLE public.secret_audit")
     assert _files(tmp_path) == []
+
+
+def _wait_for_replica(seeded_lab: SeededLab) -> None:
+    with psycopg.connect(seeded_lab.superuser_conninfo(), autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    replica = seeded_lab.state.postgres("replica")
+    deadline = time.monotonic() + 30
+    with psycopg.connect(replica.conninfo(superuser=True), autocommit=True) as conn:
+        while True:
+            done = conn.execute(
+                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (row[0],)
+            ).fetchone()
+            if done and done[0]:
+                return
+            assert time.monotonic() < deadline, "the replica did not catch up in 30 s"
+            time.sleep(0.1)
+
+
+def test_backup_from_the_streaming_replica(seeded_lab: SeededLab, tmp_path: Path) -> None:
+    """Operators back up from a standby to spare the primary: same rows, standby's position."""
+    _wait_for_replica(seeded_lab)
+    replica = seeded_lab.state.postgres("replica").target()
+    manifest = run_backup(
+        PostgresSource(replica),
+        LocalStore(tmp_path),
+        MasterKey.generate("k"),
+        cluster="c",
+        source_name="s",
+    )
+    assert manifest.source_info["in_recovery"] is True
+    assert manifest.tables == seeded_lab.tables
+
+
+def test_password_never_on_a_command_line(seeded_lab: SeededLab) -> None:
+    target = seeded_lab.app_target()
+    assert target.password
+    assert target.password not in " ".join(target.client_args())
+    assert target.client_env()["PGPASSWORD"] == target.password
+    assert target.password not in repr(target)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,18 @@ def test_get_bytes_refuses_large_objects(tmp_path: Path) -> None:
     store.put_bytes("big", b"z" * 11)
     with pytest.raises(ConfigurationError, match="too large"):
         store.get_bytes("big")
+
+
+def test_stale_partial_files_of_a_killed_writer_are_discarded(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    killed = store.open_writer("c/s/old/data.sbk")  # a process killed here never aborts
+    killed.write(b"half")
+    fresh = store.open_writer("c/s/new/data.sbk")  # a backup running right now
+    fresh.write(b"busy")
+    [old_temp] = (tmp_path / "c/s/old").iterdir()
+    os.utime(old_temp, (time.time() - 7200, time.time() - 7200))
+    assert store.abort_stale_uploads(3600) == (old_temp.relative_to(tmp_path).as_posix(),)
+    assert not old_temp.exists()
+    assert len(list((tmp_path / "c/s/new").iterdir())) == 1
+    fresh.commit()
+    assert [i.key for i in store.list()] == ["c/s/new/data.sbk"]
