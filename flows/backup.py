@@ -18,7 +18,7 @@ def summary_markdown(manifest: Manifest) -> str:
     rows = "\n".join(f"| `{table}` | {count:,} |" for table, count in manifest.tables.items())
     return f"""# Backup `{manifest.backup_id}`
 
-| | |
+| Item | Value |
 |---|---|
 | Cluster / source | {manifest.cluster} / {manifest.source} ({manifest.source_kind}) |
 | Started | {manifest.started_at:%Y-%m-%d %H:%M:%S} UTC |
