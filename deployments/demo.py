@@ -91,7 +91,7 @@ def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:
         print("4/5 running the nightly backup deployment through the lab's worker...")
         backup_run = _run("backup-postgres/nightly")
         store_root = blocks.store_dir
-        manifest = find_backup(LocalStore(store_root), "siprec", "default", blocks.database)
+        manifest = find_backup(LocalStore(store_root), blocks.prefix, "default", blocks.database)
         print(
             f"    backup {manifest.backup_id}: {manifest.object.plaintext_bytes:,} bytes dumped, "
             f"{manifest.object.ciphertext_bytes:,} stored (flow run {backup_run.name})"

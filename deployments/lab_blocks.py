@@ -15,6 +15,7 @@ from siprec_backup.lab import LabState
 from siprec_backup.stream import MasterKey
 
 KEY_ID = "lab-master-1"
+STORE_PREFIX = "siprec"
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class LabBlocks:
     key: str
     key_file: Path
     store_dir: Path
+    prefix: str = STORE_PREFIX
 
 
 def lab_master_key(state: LabState) -> tuple[MasterKey, Path]:
@@ -59,7 +61,7 @@ def save_lab_blocks(
     ).save(database, overwrite=True)
     store_dir = state.root / "backups"
     store_dir.mkdir(exist_ok=True)
-    LocalStorage(path=str(store_dir), prefix="siprec").save(storage, overwrite=True)
+    LocalStorage(path=str(store_dir), prefix=STORE_PREFIX).save(storage, overwrite=True)
     EncryptionKey(key_id=master.key_id, key=SecretStr(master.material.hex())).save(
         key, overwrite=True
     )

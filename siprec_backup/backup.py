@@ -71,7 +71,9 @@ def run_backup(
     backup_id = backup_id or new_backup_id()
     base = backup_prefix(prefix, cluster, source_name, backup_id)
     started = datetime.now(UTC)
-    for stale in store.abort_stale_uploads(STALE_UPLOAD_SECONDS):
+    # Only this source's directory: a killed backup of it left its partial upload there.
+    source_dir = backup_prefix(prefix, cluster, source_name)
+    for stale in store.abort_stale_uploads(source_dir, STALE_UPLOAD_SECONDS):
         log.warning("discarded an unfinished upload left by an interrupted backup: %s", stale)
     log.info(
         "backup %s of %s: dumping %s to %s",

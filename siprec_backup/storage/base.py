@@ -112,8 +112,8 @@ class ObjectStore(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove `key`; deleting a missing key is not an error."""
 
-    def abort_stale_uploads(self, older_than_seconds: float) -> tuple[str, ...]:
-        """Discard uploads a killed process left unfinished (never visible as objects).
+    def abort_stale_uploads(self, prefix: str, older_than_seconds: float) -> tuple[str, ...]:
+        """Discard uploads under `prefix` that a killed process left unfinished.
 
         A crash can skip the writer's abort: a local temporary file, an S3 multipart upload.
         Returns what was discarded. Stores with nothing to clean keep this default.

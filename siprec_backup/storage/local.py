@@ -124,13 +124,14 @@ class LocalStore(ObjectStore):
                     found.append(ObjectInfo(key=key, size=stat.st_size, modified=modified))
         yield from sorted(found, key=lambda info: info.key)
 
-    def abort_stale_uploads(self, older_than_seconds: float) -> tuple[str, ...]:
-        """Remove temporary files of writes that a killed process never finished."""
-        if not self.root.is_dir():
+    def abort_stale_uploads(self, prefix: str, older_than_seconds: float) -> tuple[str, ...]:
+        """Remove temporary files under `prefix` of writes a killed process never finished."""
+        top = self.root.joinpath(*PurePosixPath(prefix).parts)
+        if not top.is_dir():
             return ()
         cutoff = time.time() - older_than_seconds
         removed = []
-        for path in self.root.rglob(f"{TEMP_MARK}*"):
+        for path in top.rglob(f"{TEMP_MARK}*"):
             with contextlib.suppress(FileNotFoundError):
                 if path.is_file() and path.stat().st_mtime < cutoff:
                     path.unlink()

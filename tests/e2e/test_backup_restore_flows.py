@@ -54,7 +54,7 @@ def test_backup_then_restore_matches_row_counts(platform: Platform) -> None:
     assert manifest.source_info["wal_lsn"]
     assert manifest.object.ciphertext_bytes < manifest.object.plaintext_bytes
 
-    entries = list_backups(LocalStore(blocks.store_dir), "siprec", cluster="e2e")
+    entries = list_backups(LocalStore(blocks.store_dir), blocks.prefix, cluster="e2e")
     assert [(e.backup_id, e.status) for e in entries] == [(manifest.backup_id, "complete")]
 
     assert state.state_details.flow_run_id is not None

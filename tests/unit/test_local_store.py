@@ -79,7 +79,8 @@ def test_stale_partial_files_of_a_killed_writer_are_discarded(tmp_path: Path) ->
     fresh.write(b"busy")
     [old_temp] = (tmp_path / "c/s/old").iterdir()
     os.utime(old_temp, (time.time() - 7200, time.time() - 7200))
-    assert store.abort_stale_uploads(3600) == (old_temp.relative_to(tmp_path).as_posix(),)
+    assert store.abort_stale_uploads("other/", 3600) == ()  # outside the prefix: untouched
+    assert store.abort_stale_uploads("c/s/", 3600) == (old_temp.relative_to(tmp_path).as_posix(),)
     assert not old_temp.exists()
     assert len(list((tmp_path / "c/s/new").iterdir())) == 1
     fresh.commit()
