@@ -6,7 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(postgresql-15 postgresql-client-15 zstd age python3-venv python3-pip procps ca-certificates)
+DEBIAN_PACKAGES=(postgresql-15 postgresql-client-15 mariadb-server mariadb-client redis-server redis-tools
+    zstd age python3-venv python3-pip procps ca-certificates)
+# Azurite (the Azure Blob emulator of the lab) comes from npm; 3.35.x is the last release for Node 20.
+AZURITE_VERSION=3.35.0
+AZURITE_DIR=${SIPREC_AZURITE_DIR:-$HOME/.cache/siprec-backup/azurite}
 VENV=.venv
 
 install_system_packages() {
@@ -19,6 +23,19 @@ install_system_packages() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
     fi
+    # Node.js may come from Debian (nodejs + npm) or from NodeSource (npm inside nodejs).
+    if ! command -v npm >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
+    fi
+}
+
+install_node_packages() {
+    if [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
+        echo "installing azurite $AZURITE_VERSION into $AZURITE_DIR"
+        mkdir -p "$AZURITE_DIR"
+        npm install --silent --no-audit --no-fund --prefix "$AZURITE_DIR" "azurite@$AZURITE_VERSION"
+    fi
 }
 
 install_python_packages() {
@@ -28,7 +45,7 @@ install_python_packages() {
     # Reinstall only when the project's dependencies changed.
     if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
         "$VENV/bin/pip" install -q --upgrade pip
-        "$VENV/bin/pip" install -q -e '.[dev,aws]'
+        "$VENV/bin/pip" install -q -e '.[dev,aws,gcp,azure]'
         touch "$VENV/.installed"
     fi
 }
@@ -39,11 +56,13 @@ case "$command" in
     demo)
         install_system_packages
         install_python_packages
+        install_node_packages
         exec "$VENV/bin/siprec-backup" demo "$@"
         ;;
     test)
         install_system_packages
         install_python_packages
+        install_node_packages
         "$VENV/bin/ruff" check .
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/mypy"

@@ -76,7 +76,7 @@ def _entry(
         source,
         backup_id,
         "complete",
-        manifest.object.ciphertext_bytes,
+        manifest.stored_bytes,
         manifest.finished_at,
         manifest,
     )

@@ -60,12 +60,32 @@ class Manifest(BaseModel):
     source_kind: str = Field(description="postgres, mysql, redis, recordings.")
     started_at: datetime
     finished_at: datetime
-    object: StoredObject
+    object: StoredObject = Field(description="The backup's main data object.")
+    extra_objects: dict[str, StoredObject] = Field(
+        default_factory=dict,
+        description="Further objects of this backup by role (recordings: 'audio', 'index').",
+    )
+    depends_on: list[str] = Field(
+        default_factory=list,
+        description="Earlier backup ids of the same source whose objects a restore of this one "
+        "also reads (an incremental recordings backup's bases); retention keeps them.",
+    )
     source_info: dict[str, Any] = Field(default_factory=dict)
     tables: dict[str, int] = Field(
-        default_factory=dict, description="Row count per table, in the dump's snapshot."
+        default_factory=dict,
+        description="What the restore must count again, taken in the dump's snapshot: rows per "
+        "table for databases, keys per logical database for Redis ('db0'), files for recordings.",
     )
     tool_version: str
+
+    @property
+    def objects(self) -> list[StoredObject]:
+        """Every object this backup wrote itself (not those of the backups it depends on)."""
+        return [self.object, *self.extra_objects.values()]
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(obj.ciphertext_bytes for obj in self.objects)
 
     @property
     def duration_seconds(self) -> float:

@@ -1,8 +1,10 @@
-"""The restore engine: store -> decrypt -> decompress -> pg_restore, then proof.
+"""The restore engine for streamed sources: store -> decrypt -> decompress -> restore tool, then
+proof.
 
-A restore streams the object into ``pg_restore --single-transaction`` (so a failed restore leaves
-nothing behind), then checks what it restored against the manifest: plaintext and ciphertext size
-and sha256, and every table's row count.
+A restore streams the object into the target's tool (``pg_restore --single-transaction``, the
+``mariadb`` client, a Redis loader), then checks what it restored against the manifest: plaintext
+and ciphertext size and sha256, and every count the manifest took (rows per table, keys per Redis
+database).
 """
 
 from __future__ import annotations
@@ -13,12 +15,7 @@ from datetime import UTC, datetime
 
 from siprec_backup.errors import ConfigurationError, ManifestMismatchError
 from siprec_backup.manifest import Manifest
-from siprec_backup.sources.postgres import (
-    PostgresRestore,
-    PostgresTarget,
-    ensure_restorable,
-    restored_row_counts,
-)
+from siprec_backup.sources.base import RestoreTarget
 from siprec_backup.storage import ObjectStore
 from siprec_backup.stream import Keyring, MasterKey, StreamStats, unseal
 
@@ -76,20 +73,20 @@ def run_restore(
     store: ObjectStore,
     manifest: Manifest,
     keys: Keyring | MasterKey,
-    target: PostgresTarget,
+    target: RestoreTarget,
     *,
     overwrite: bool = False,
 ) -> RestoreResult:
     """Restore `manifest`'s backup into `target` and prove it against the manifest."""
-    if manifest.source_kind != "postgres":
+    if manifest.source_kind != target.kind:
         raise ConfigurationError(
             f"backup {manifest.backup_id} is a {manifest.source_kind} backup; "
-            "this restore handles postgres"
+            f"the target {target.describe()} takes {target.kind} backups"
         )
     started = datetime.now(UTC)
-    ensure_restorable(target, overwrite=overwrite)
+    target.prepare(overwrite=overwrite)
     log.info("restore %s of %s into %s", manifest.backup_id, manifest.source, target.describe())
-    restore = PostgresRestore(target, overwrite=overwrite)
+    restore = target.open_restore(overwrite=overwrite)
     try:
         with store.open_reader(manifest.object.key) as reader:
             try:
@@ -100,7 +97,7 @@ def run_restore(
     finally:
         restore.close()
     check_stream(manifest, stats)
-    restored = restored_row_counts(target)
+    restored = target.restored_counts(manifest.tables)
     check_row_counts(manifest, restored)
     seconds = (datetime.now(UTC) - started).total_seconds()
     log.info("restore %s: %d tables match the manifest", manifest.backup_id, len(restored))

@@ -25,6 +25,7 @@ from psycopg import sql
 
 from siprec_backup.errors import LabError
 from siprec_backup.lab import Lab, LabState, fill, row_counts
+from siprec_backup.lab.lab import SERVICES
 from siprec_backup.sources.postgres import PostgresTarget
 
 #: Size of the seed data the engine tests back up and restore (MiB).
@@ -38,10 +39,19 @@ def new_lab_dir(prefix: str = "siprec-lab-test-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
+def _lab_services() -> Lab:
+    """The lab of this session: every server, or while developing only the servers (or groups)
+    named in ``$SIPREC_LAB_SERVICES`` (comma-separated), e.g. ``postgres,redis``. CI sets none."""
+    wanted = {n.strip() for n in os.environ.get("SIPREC_LAB_SERVICES", "").split(",") if n.strip()}
+    if not wanted:
+        return Lab(new_lab_dir())
+    return Lab(new_lab_dir(), services=[s for s in SERVICES if {s.name, s.group} & wanted])
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[LabState]:
     """The session's lab; Prefect clients in this process and its children use its server."""
-    the_lab = Lab(new_lab_dir())
+    the_lab = _lab_services()
     t0 = time.monotonic()
     try:
         state = the_lab.up()

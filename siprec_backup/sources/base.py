@@ -1,4 +1,9 @@
-"""What every source offers the backup engine: a dump stream and the facts of its snapshot."""
+"""What every streamed source offers the engine: a dump stream and the facts of its snapshot for
+the backup, and a target that takes the stream back for the restore.
+
+PostgreSQL, MySQL/MariaDB and Redis fit this shape (one stream each way). Recording files do not
+(many files, incremental) and have their own engine in :mod:`siprec_backup.recordings`.
+"""
 
 from __future__ import annotations
 
@@ -43,4 +48,50 @@ class Source(Protocol):
 
     def open_dump(self) -> AbstractContextManager[Dump]:
         """Start a consistent dump; leaving the context stops it and frees its resources."""
+        ...
+
+
+class Restore(Protocol):
+    """A restore in progress: write the plaintext into `stdin`, then call `finish`.
+
+    `close` is always called last and kills the restore tool if it still runs, so that a failed
+    restore commits nothing where the tool allows it (pg_restore --single-transaction).
+    """
+
+    stdin: BinaryIO
+
+    def finish(self) -> None:
+        """Close the input and wait; RestoreError naming the tool's last message on failure."""
+        ...
+
+    def died(self) -> Exception:
+        """The error to raise when the tool stopped reading its input (a broken pipe)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class RestoreTarget(Protocol):
+    """Somewhere a streamed backup of one kind is restored into."""
+
+    @property
+    def kind(self) -> str:
+        """The source kind this target takes (postgres, mysql, redis)."""
+        ...
+
+    def describe(self) -> str:
+        """Where the target is, for messages (never credentials)."""
+        ...
+
+    def prepare(self, *, overwrite: bool) -> None:
+        """Make the target ready; TargetNotEmptyError if it holds data and not `overwrite`."""
+        ...
+
+    def open_restore(self, *, overwrite: bool) -> Restore:
+        """Start the restore tool reading from its stdin."""
+        ...
+
+    def restored_counts(self, tables: dict[str, int]) -> dict[str, int]:
+        """Count again, after the restore, what the manifest's `tables` counted at backup time
+        (rows per table, keys per Redis database); `tables` says which names to count."""
         ...

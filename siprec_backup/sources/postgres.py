@@ -73,6 +73,18 @@ class PostgresTarget:
         if not 0 < self.port < 65536:
             raise ConfigurationError(f"invalid PostgreSQL port {self.port}")
 
+    kind = "postgres"
+
+    def prepare(self, *, overwrite: bool) -> None:
+        """Create the database if missing; refuse a non-empty one unless `overwrite`."""
+        ensure_restorable(self, overwrite=overwrite)
+
+    def open_restore(self, *, overwrite: bool) -> PostgresRestore:
+        return PostgresRestore(self, overwrite=overwrite)
+
+    def restored_counts(self, tables: dict[str, int]) -> dict[str, int]:
+        return restored_row_counts(self)
+
     def describe(self, dbname: str | None = None) -> str:
         return f"PostgreSQL {self.user}@{self.host}:{self.port}/{dbname or self.dbname}"
 
