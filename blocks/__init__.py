@@ -1,7 +1,25 @@
 """Prefect Block types: configuration and credentials, each building its engine object."""
 
+from blocks.azure_storage import AzureBlobStorage
 from blocks.encryption_key import EncryptionKey
+from blocks.gcs_storage import GCSStorage
 from blocks.local_storage import LocalStorage
+from blocks.mysql import MySQLDatabase
+from blocks.platform import Platform
 from blocks.postgres import PostgresDatabase
+from blocks.recordings import RecordingsDirectory
+from blocks.redis import RedisServer
+from blocks.s3_storage import S3Storage
 
-__all__ = ["EncryptionKey", "LocalStorage", "PostgresDatabase"]
+__all__ = [
+    "AzureBlobStorage",
+    "EncryptionKey",
+    "GCSStorage",
+    "LocalStorage",
+    "MySQLDatabase",
+    "Platform",
+    "PostgresDatabase",
+    "RecordingsDirectory",
+    "RedisServer",
+    "S3Storage",
+]

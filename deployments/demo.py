@@ -1,8 +1,10 @@
 """The demo: the main job end to end on the lab, through the Prefect server.
 
-lab up -> blocks saved -> deployments registered with the documented command -> the nightly
-backup deployment run once by the lab's worker (so it shows in the UI's run history) -> the
-restore deployment into a scratch database -> row counts compared and printed.
+lab up -> platform seeded (PostgreSQL, MariaDB, Redis, recordings) -> blocks saved ->
+deployments registered with the documented command -> the nightly platform backup deployment
+run by the lab's worker into the local store and into each emulated cloud store (S3, GCS,
+Azure) -> the backup set restored from S3 by the restore deployment into scratch targets ->
+every count compared and printed.
 """
 
 from __future__ import annotations
@@ -18,16 +20,15 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from psycopg import sql
 
-from deployments.lab_blocks import save_lab_blocks
-from siprec_backup.catalog import find_backup
+from deployments.lab_blocks import RESTORE_DATABASES, LabBlocks, save_lab_blocks
+from siprec_backup.backup_set import BackupSet, find_backup_set
+from siprec_backup.catalog import read_manifest
 from siprec_backup.errors import SiprecBackupError
-from siprec_backup.lab import Lab, LabState
-from siprec_backup.sources.postgres import restored_row_counts
-from siprec_backup.storage import LocalStore
+from siprec_backup.lab import Lab, LabState, seed_platform
+from siprec_backup.manifest import Manifest
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT_FILE = "deployments/prefect.yaml"
-SCRATCH_DB = "siprec_restore_check"
 RUN_TIMEOUT = 1800
 
 
@@ -67,58 +68,94 @@ def _run(name: str, parameters: dict[str, object] | None = None) -> FlowRun:
     return run
 
 
-def _fresh_scratch_database(state: LabState) -> None:
+def _fresh_scratch_targets(state: LabState) -> None:
+    """An empty PostgreSQL scratch database owned by the app role (which may not create
+    databases itself), and an empty scratch Redis."""
     pg = state.postgres("primary")
+    name = RESTORE_DATABASES["siprec-db"]
     with psycopg.connect(pg.conninfo(superuser=True, dbname="postgres"), autocommit=True) as conn:
         conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SCRATCH_DB))
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
         conn.execute(
             sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(SCRATCH_DB), sql.Identifier(pg.user)
+                sql.Identifier(name), sql.Identifier(pg.user)
             )
         )
+    state.redis("scratch").client().flushall()
+
+
+def _restored_counts(state: LabState, blocks: LabBlocks, manifest: Manifest) -> dict[str, int]:
+    """Count again, in the scratch targets, what the manifest counted at backup time."""
+    kind = manifest.source_kind
+    if kind == "postgres":
+        database = RESTORE_DATABASES[manifest.source]
+        return state.postgres().target(database).restored_counts(manifest.tables)
+    if kind == "mysql":
+        database = RESTORE_DATABASES[manifest.source]
+        return state.mariadb().target(database).restored_counts(manifest.tables)
+    if kind == "redis":
+        return state.redis("scratch").target().restored_counts(manifest.tables)
+    files = [p for p in blocks.recordings_restore_dir.rglob("*") if p.is_file()]
+    return {"files": len(files), "metadata_xml": sum(p.suffix == ".xml" for p in files)}
+
+
+def _compare(state: LabState, blocks: LabBlocks, backup_set: BackupSet) -> bool:
+    """Print every count of every source, in the backup and restored; True if all match."""
+    store = state.object_store("s3")
+    all_match = True
+    print(f"\n{'source':<18} {'name':<34} {'backup':>10} {'restored':>10}")
+    for member in backup_set.members:
+        assert member.backup_id is not None
+        manifest = read_manifest(
+            store, blocks.prefix, blocks.cluster, member.source, member.backup_id
+        )
+        restored = _restored_counts(state, blocks, manifest)
+        for name, count in manifest.tables.items():
+            ok = restored.get(name) == count
+            all_match &= ok
+            got = restored.get(name, 0)
+            mark = "ok" if ok else "MISMATCH"
+            print(f"{member.source:<18} {name:<34} {count:>10,} {got:>10,}  {mark}")
+    return all_match
 
 
 def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:
-    print(f"1/5 starting the lab (seed data about {scale_mb} MB)...")
-    state = Lab(lab_dir).up(scale_mb=scale_mb)
+    print("1/6 starting the lab (PostgreSQL, MariaDB, Redis, S3/GCS/Azure emulators, Prefect)...")
+    state = Lab(lab_dir).up()
     with temporary_settings(updates={PREFECT_API_URL: state.prefect_api_url}):
-        print("2/5 saving blocks (database, storage, encryption key)...")
+        print("2/6 saving blocks (sources, stores, key, platform)...")
         blocks = save_lab_blocks(state)
-        print(f"3/5 registering deployments: {' '.join(deploy_command()[1:])}")
+        print(f"3/6 seeding the platform (about {scale_mb} MB in PostgreSQL, recordings tree)...")
+        data = seed_platform(state, scale_mb, blocks.recordings_dir)
+        print(f"    {data.recordings.audio_files} recordings, {data.recordings.bytes:,} bytes")
+        print(f"4/6 registering deployments: {' '.join(deploy_command()[1:])}")
         register_deployments(state)
-        print("4/5 running the nightly backup deployment through the lab's worker...")
-        backup_run = _run("backup-postgres/nightly")
-        store_root = blocks.store_dir
-        manifest = find_backup(LocalStore(store_root), blocks.prefix, "default", blocks.database)
-        print(
-            f"    backup {manifest.backup_id}: {manifest.object.plaintext_bytes:,} bytes dumped, "
-            f"{manifest.object.ciphertext_bytes:,} stored (flow run {backup_run.name})"
-        )
-        print(f"5/5 restoring it into the scratch database {SCRATCH_DB!r}...")
-        _fresh_scratch_database(state)
+        print("5/6 running the nightly platform backup deployment into every store...")
+        for store_kind, storage in blocks.stores.items():
+            run = _run("backup-platform/nightly", {"storage": storage})
+            print(f"    {store_kind:<6} ({storage}): flow run {run.name} completed")
+        backup_set = find_backup_set(state.object_store("s3"), blocks.prefix, blocks.cluster)
+        print(f"6/6 restoring backup set {backup_set.set_id} from S3 into scratch targets...")
+        _fresh_scratch_targets(state)
         restore_run = _run(
-            "restore-postgres/on-demand",
+            "restore-platform/on-demand",
             {
-                "target": blocks.database,
-                "target_dbname": SCRATCH_DB,
-                "backup_id": manifest.backup_id,
+                "storage": blocks.stores["s3"],
+                "set_id": backup_set.set_id,
+                "targets": blocks.restore_targets,
+                "target_databases": RESTORE_DATABASES,
+                "overwrite": True,
             },
         )
-    pg = state.postgres("primary")
-    restored = restored_row_counts(pg.target(SCRATCH_DB))
-    width = max(len(t) for t in manifest.tables)
-    print(f"\n{'table'.ljust(width)}  {'backup':>12}  {'restored':>12}")
-    for table, rows in manifest.tables.items():
-        mark = "ok" if restored.get(table) == rows else "MISMATCH"
-        print(f"{table.ljust(width)}  {rows:>12,}  {restored.get(table, 0):>12,}  {mark}")
-    if any(restored.get(table) != rows for table, rows in manifest.tables.items()):
-        raise SiprecBackupError(f"restored rows differ from backup {manifest.backup_id}")
-    print(f"\nrestore flow run {restore_run.name}: every table matches the backup's manifest.")
-    print(f"Prefect UI: {state.prefect_ui_url}  (runs, logs and artifacts of both flows)")
+    if not _compare(state, blocks, backup_set):
+        raise SiprecBackupError(f"restored counts differ from backup set {backup_set.set_id}")
+    print(f"\nrestore flow run {restore_run.name}: every count matches the backups' manifests.")
+    print(f"Prefect UI: {state.prefect_ui_url}  (runs, logs and artifacts of every flow)")
     print(
-        f"Break-glass decrypt, no Prefect needed: {_cli()} decrypt "
-        f"{store_root / manifest.object.key} --key-file {blocks.key_file} | pg_restore -l"
+        f"Break-glass restore, no Prefect needed: {_cli()} restore "
+        f"--store {blocks.store_dir / blocks.prefix} --cluster {blocks.cluster} "
+        f"--source siprec-db --key-file {blocks.key_file} "
+        "--to postgresql://USER@HOST:PORT/DB   (password in $PGPASSWORD)"
     )
     print(f"Stop the lab: {_cli()} lab down{'' if lab_dir is None else f' --dir {lab_dir}'}")

@@ -1,33 +1,82 @@
-"""Blocks pointing at the lab's servers, saved under the names the deployments use."""
+"""Blocks pointing at the lab's servers, saved under the names the deployments use.
+
+The lab platform ``siprec-lab`` has four sources (PostgreSQL, MariaDB, Redis, the recordings
+tree) and four stores (a local directory and the S3, GCS and Azure emulators); each source also
+gets a restore target (scratch databases, the scratch Redis, an empty directory).
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import SecretStr
 
-from blocks.encryption_key import EncryptionKey
-from blocks.local_storage import LocalStorage
-from blocks.postgres import PostgresDatabase
+from blocks import (
+    AzureBlobStorage,
+    EncryptionKey,
+    GCSStorage,
+    LocalStorage,
+    MySQLDatabase,
+    Platform,
+    PostgresDatabase,
+    RecordingsDirectory,
+    RedisServer,
+    S3Storage,
+)
+from blocks.platform import PlatformSource, SourceKind
 from siprec_backup.lab import LabState
+from siprec_backup.lab.object_stores import (
+    LAB_BUCKET,
+    MOTO_ACCESS_KEY,
+    MOTO_REGION,
+    MOTO_SECRET_KEY,
+)
 from siprec_backup.stream import MasterKey
 
 KEY_ID = "lab-master-1"
 STORE_PREFIX = "siprec"
+PLATFORM = "siprec-lab"
+CLUSTER = "siprec-lab"
+#: Catalog name of each lab source -> (kind, source block, restore target block).
+SOURCES: dict[str, tuple[SourceKind, str, str]] = {
+    "siprec-db": ("postgres", "siprec-postgres", "siprec-postgres"),
+    "siprec-mariadb": ("mysql", "siprec-mariadb", "siprec-mariadb"),
+    "siprec-redis": ("redis", "siprec-redis", "siprec-redis-scratch"),
+    "siprec-recordings": ("recordings", "siprec-recordings", "siprec-recordings-restore"),
+}
+#: Storage block name per lab store.
+STORES = {
+    "local": "siprec-storage",
+    "s3": "siprec-s3",
+    "gcs": "siprec-gcs",
+    "azure": "siprec-azure",
+}
+#: Database names the demo restores the SQL sources into (scratch, beside the originals).
+RESTORE_DATABASES = {"siprec-db": "siprec_restore_check", "siprec-mariadb": "siprec_restore_check"}
 
 
 @dataclass(frozen=True)
 class LabBlocks:
-    """The names of the saved blocks and where the break-glass copy of the key is."""
+    """The names of the saved blocks and where the lab's files are."""
 
     database: str
     storage: str
     key: str
     key_file: Path
     store_dir: Path
+    recordings_dir: Path
+    recordings_restore_dir: Path
     prefix: str = STORE_PREFIX
+    platform: str = PLATFORM
+    cluster: str = CLUSTER
+    stores: dict[str, str] = field(default_factory=lambda: dict(STORES))
+
+    @property
+    def restore_targets(self) -> dict[str, str]:
+        """Restore target block per source, as `restore-platform` takes them."""
+        return {name: target for name, (_, _, target) in SOURCES.items()}
 
 
 def lab_master_key(state: LabState) -> tuple[MasterKey, Path]:
@@ -40,15 +89,7 @@ def lab_master_key(state: LabState) -> tuple[MasterKey, Path]:
     return MasterKey.from_text(KEY_ID, path.read_text()), path
 
 
-def save_lab_blocks(
-    state: LabState,
-    *,
-    database: str = "siprec-postgres",
-    storage: str = "siprec-storage",
-    key: str = "siprec-key",
-) -> LabBlocks:
-    """Save (overwrite) the blocks the nightly deployment uses, pointing at this lab."""
-    master, key_file = lab_master_key(state)
+def _save_sources(state: LabState, recordings: Path, recordings_restore: Path) -> None:
     pg = state.postgres("primary")
     PostgresDatabase(
         host=pg.host,
@@ -58,11 +99,74 @@ def save_lab_blocks(
         dbname=pg.dbname,
         sslmode="prefer",
         bin_dir=str(pg.bin_dir),
-    ).save(database, overwrite=True)
+    ).save("siprec-postgres", overwrite=True)
+    maria = state.mariadb("primary")
+    MySQLDatabase(
+        host=maria.host,
+        port=maria.port,
+        user=maria.user,
+        password=SecretStr(maria.password),
+        databases=[maria.dbname],
+        bin_dir=str(maria.bin_dir),
+    ).save("siprec-mariadb", overwrite=True)
+    for role, name in (("primary", "siprec-redis"), ("scratch", "siprec-redis-scratch")):
+        redis = state.redis(role)
+        RedisServer(host=redis.host, port=redis.port, password=SecretStr(redis.password)).save(
+            name, overwrite=True
+        )
+    RecordingsDirectory(path=str(recordings)).save("siprec-recordings", overwrite=True)
+    RecordingsDirectory(path=str(recordings_restore)).save(
+        "siprec-recordings-restore", overwrite=True
+    )
+
+
+def _save_stores(state: LabState, store_dir: Path) -> None:
+    LocalStorage(path=str(store_dir), prefix=STORE_PREFIX).save(STORES["local"], overwrite=True)
+    S3Storage(
+        bucket=LAB_BUCKET,
+        prefix=STORE_PREFIX,
+        region=MOTO_REGION,
+        endpoint_url=state.s3_endpoint,
+        aws_access_key_id=MOTO_ACCESS_KEY,
+        aws_secret_access_key=SecretStr(MOTO_SECRET_KEY),
+    ).save(STORES["s3"], overwrite=True)
+    GCSStorage(
+        bucket=LAB_BUCKET, prefix=STORE_PREFIX, project="siprec-lab", endpoint=state.gcs_endpoint
+    ).save(STORES["gcs"], overwrite=True)
+    AzureBlobStorage(
+        container=LAB_BUCKET,
+        prefix=STORE_PREFIX,
+        connection_string=SecretStr(state.azure_connection_string),
+    ).save(STORES["azure"], overwrite=True)
+
+
+def save_lab_blocks(state: LabState, *, key: str = "siprec-key") -> LabBlocks:
+    """Save (overwrite) every block of the lab platform, pointing at this lab."""
+    master, key_file = lab_master_key(state)
     store_dir = state.root / "backups"
     store_dir.mkdir(exist_ok=True)
-    LocalStorage(path=str(store_dir), prefix=STORE_PREFIX).save(storage, overwrite=True)
+    recordings, recordings_restore = state.root / "recordings", state.root / "recordings-restore"
+    recordings.mkdir(exist_ok=True)
+    _save_sources(state, recordings, recordings_restore)
+    _save_stores(state, store_dir)
     EncryptionKey(key_id=master.key_id, key=SecretStr(master.material.hex())).save(
         key, overwrite=True
     )
-    return LabBlocks(database, storage, key, key_file, store_dir)
+    Platform(
+        cluster=CLUSTER,
+        storage=STORES["local"],
+        key=key,
+        sources=[
+            PlatformSource(name=name, kind=kind, block=block)
+            for name, (kind, block, _) in SOURCES.items()
+        ],
+    ).save(PLATFORM, overwrite=True)
+    return LabBlocks(
+        database="siprec-postgres",
+        storage=STORES["local"],
+        key=key,
+        key_file=key_file,
+        store_dir=store_dir,
+        recordings_dir=recordings,
+        recordings_restore_dir=recordings_restore,
+    )

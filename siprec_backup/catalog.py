@@ -1,8 +1,8 @@
 """The catalog: the backups a store holds, read from the store itself.
 
 Listing ``<prefix>/`` yields ``<cluster>/<source>/<backup-id>/{data.sbk,manifest.json}``. A backup
-with its manifest is complete; a data object without one is an interrupted backup, listed as
-``incomplete`` so that an operator sees it, and never offered for restore.
+with its manifest is complete; objects in a backup's directory without one are an interrupted
+backup, listed as ``incomplete`` so that an operator sees it, and never offered for restore.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from siprec_backup.errors import NotFoundError
-from siprec_backup.manifest import DATA_NAME, MANIFEST_NAME, Manifest, backup_prefix
-from siprec_backup.storage import ObjectStore
+from siprec_backup.manifest import MANIFEST_NAME, Manifest, backup_prefix
+from siprec_backup.storage import ObjectInfo, ObjectStore
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class CatalogEntry:
     finished_at: datetime | None
     manifest: Manifest | None
     verified: bool = False
+    #: When the newest of the backup's objects was written (how long an incomplete one idles).
+    modified: datetime | None = None
 
     def row(self) -> dict[str, str]:
         """A flat row for tables (CLI, Prefect table artifact)."""
@@ -48,12 +50,13 @@ def list_backups(
 ) -> list[CatalogEntry]:
     """Every backup under `prefix` (optionally one cluster / source), oldest first."""
     root = backup_prefix(prefix, cluster, source) if (cluster or source) else _dir(prefix)
-    groups: dict[tuple[str, str, str], dict[str, int]] = {}
+    groups: dict[tuple[str, str, str], dict[str, ObjectInfo]] = {}
     for info in store.list(root):
-        rest = info.key[len(_dir(prefix)) :].split("/")
-        if len(rest) != 4 or rest[3] not in (DATA_NAME, MANIFEST_NAME):
+        rest = info.key[len(_dir(prefix)) :].split("/", 3)
+        # Every object under a backup's directory belongs to it (extra objects, leftovers).
+        if len(rest) != 4 or not all(rest):
             continue
-        groups.setdefault((rest[0], rest[1], rest[2]), {})[rest[3]] = info.size
+        groups.setdefault((rest[0], rest[1], rest[2]), {})[rest[3]] = info
     entries = [_entry(store, prefix, names, files) for names, files in groups.items()]
     return sorted(entries, key=lambda e: (e.cluster, e.source, e.backup_id))
 
@@ -63,12 +66,14 @@ def _dir(prefix: str) -> str:
 
 
 def _entry(
-    store: ObjectStore, prefix: str, names: tuple[str, str, str], files: dict[str, int]
+    store: ObjectStore, prefix: str, names: tuple[str, str, str], files: dict[str, ObjectInfo]
 ) -> CatalogEntry:
     cluster, source, backup_id = names
+    modified = max(info.modified for info in files.values())
     if MANIFEST_NAME not in files:
+        size = sum(info.size for info in files.values())
         return CatalogEntry(
-            cluster, source, backup_id, "incomplete", files.get(DATA_NAME, 0), None, None
+            cluster, source, backup_id, "incomplete", size, None, None, modified=modified
         )
     manifest = read_manifest(store, prefix, cluster, source, backup_id)
     return CatalogEntry(
@@ -79,6 +84,7 @@ def _entry(
         manifest.stored_bytes,
         manifest.finished_at,
         manifest,
+        modified=modified,
     )
 
 

@@ -10,18 +10,27 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
 import typer
 
-from siprec_backup.catalog import list_backups
+from siprec_backup.backup_set import list_backup_sets
+from siprec_backup.catalog import find_backup, list_backups
 from siprec_backup.errors import ConfigurationError, NotFoundError, SiprecBackupError
+from siprec_backup.keys import rotate_keys
 from siprec_backup.lab.cli import lab_app
-from siprec_backup.storage import LocalStore, ObjectStore
-from siprec_backup.stream import MasterKey, read_header, unseal
+from siprec_backup.manifest import Manifest
+from siprec_backup.recordings import run_recordings_restore
+from siprec_backup.restore import run_restore
+from siprec_backup.retention import RetentionPolicy, apply_retention, plan_retention
+from siprec_backup.storage import LocalStore, ObjectStore, open_store_url
+from siprec_backup.stream import Keyring, MasterKey, read_header, unseal
+from siprec_backup.targets import recordings_dir, restore_target
 
 KEY_ENV = "SIPREC_BACKUP_KEY"
+NEW_KEY_ENV = "SIPREC_BACKUP_NEW_KEY"
 
 app = typer.Typer(
     help="Encrypted, verifiable backups of SIPREC recording platforms.",
@@ -29,9 +38,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-backup_app = typer.Typer(help="Inspect the backup catalog.", no_args_is_help=True)
+backup_app = typer.Typer(help="Inspect and prune the backup catalog.", no_args_is_help=True)
+keys_app = typer.Typer(help="Generate and rotate master keys.", no_args_is_help=True)
 app.add_typer(lab_app, name="lab", help="Start, inspect and stop the throwaway lab.")
 app.add_typer(backup_app, name="backup")
+app.add_typer(keys_app, name="keys")
+
+StoreDirOption = Annotated[
+    Path | None, typer.Option(help="A local store directory (no Prefect needed).")
+]
+StorageBlockOption = Annotated[str | None, typer.Option(help="A storage block name.")]
+PrefixOption = Annotated[str | None, typer.Option(help="Key prefix (default: the block's).")]
 
 
 @app.command()
@@ -45,9 +62,23 @@ def demo(
     run_demo(lab_dir, scale_mb=scale)
 
 
-def _store(store_dir: Path | None, storage_block: str | None) -> tuple[ObjectStore, str]:
-    if (store_dir is None) == (storage_block is None):
-        raise ConfigurationError("give exactly one of --store-dir or --storage-block")
+StoreUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="A store URL (no Prefect needed): /path, s3://bucket/prefix, gs://..., azure://...; "
+        "credentials from the environment.",
+    ),
+]
+
+
+def _store(
+    store_dir: Path | None, storage_block: str | None, store_url: str | None = None
+) -> tuple[ObjectStore, str]:
+    if sum(x is not None for x in (store_dir, storage_block, store_url)) != 1:
+        raise ConfigurationError("give exactly one of --store, --store-dir or --storage-block")
+    if store_url is not None:
+        return open_store_url(store_url)
     if store_dir is not None:
         if not store_dir.is_dir():
             raise NotFoundError(f"store directory {store_dir} does not exist")
@@ -60,17 +91,16 @@ def _store(store_dir: Path | None, storage_block: str | None) -> tuple[ObjectSto
 
 @backup_app.command("list")
 def backup_list(
-    store_dir: Annotated[
-        Path | None, typer.Option(help="A local store directory (no Prefect needed).")
-    ] = None,
-    storage_block: Annotated[str | None, typer.Option(help="A storage block name.")] = None,
-    prefix: Annotated[str | None, typer.Option(help="Key prefix (default: the block's).")] = None,
+    store_dir: StoreDirOption = None,
+    storage_block: StorageBlockOption = None,
+    store_url: StoreUrlOption = None,
+    prefix: PrefixOption = None,
     cluster: Annotated[str, typer.Option(help="Only this cluster.")] = "",
     source: Annotated[str, typer.Option(help="Only this source.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List every backup in a store: id, time, size, status, verified."""
-    store, block_prefix = _store(store_dir, storage_block)
+    store, block_prefix = _store(store_dir, storage_block, store_url)
     entries = list_backups(
         store, prefix if prefix is not None else block_prefix, cluster=cluster, source=source
     )
@@ -81,23 +111,273 @@ def backup_list(
     if not rows:
         typer.echo(f"no backups in {store.describe()}")
         return
+    _print_table(rows)
+
+
+@backup_app.command("sets")
+def backup_sets(
+    cluster: Annotated[str, typer.Option(help="The platform (cluster) name.")],
+    store_dir: StoreDirOption = None,
+    storage_block: StorageBlockOption = None,
+    store_url: StoreUrlOption = None,
+    prefix: PrefixOption = None,
+) -> None:
+    """List a platform's backup sets: which backup of each source belongs to which set."""
+    store, block_prefix = _store(store_dir, storage_block, store_url)
+    sets = list_backup_sets(store, prefix if prefix is not None else block_prefix, cluster)
+    if not sets:
+        typer.echo(f"no backup sets of {cluster} in {store.describe()}")
+        return
+    _print_table(
+        [
+            {
+                "set_id": s.set_id,
+                "status": s.status,
+                "finished_at": s.finished_at.isoformat(timespec="seconds"),
+                **{m.source: m.backup_id or "FAILED" for m in s.members},
+            }
+            for s in sets
+        ]
+    )
+
+
+@app.command()
+def restore(
+    source: Annotated[str, typer.Option(help="Source name the backup was made under.")],
+    to: Annotated[
+        str,
+        typer.Option(
+            help="Target: postgresql://user@host:port/db, mysql://user@host:port[/db], "
+            "redis://[user@]host:port, or a directory for recordings. Passwords from "
+            "$PGPASSWORD, $MYSQL_PWD, $REDISCLI_AUTH."
+        ),
+    ],
+    cluster: Annotated[str, typer.Option(help="Cluster name the backup was made under.")],
+    backup_id: Annotated[str, typer.Option(help="A backup id, or 'latest'.")] = "latest",
+    store_url: StoreUrlOption = None,
+    store_dir: StoreDirOption = None,
+    storage_block: StorageBlockOption = None,
+    prefix: PrefixOption = None,
+    key_file: Annotated[
+        Path | None, typer.Option(help=f"File holding the master key (else ${KEY_ENV}).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Allow a target that holds data.")] = False,
+) -> None:
+    """Restore one backup into a target and prove it, with no Prefect server: the break-glass
+    path. Sizes, sha256 and every count (rows, Redis keys, files) are checked."""
+    store, block_prefix = _store(store_dir, storage_block, store_url)
+    where = prefix if prefix is not None else block_prefix
+    manifest = find_backup(store, where, cluster, source, backup_id)
+    key_text = _read_key_text(key_file)
+    keys = Keyring([MasterKey.from_text(k, key_text) for k in _key_ids(manifest)])
+    if manifest.source_kind == "recordings":
+        result = run_recordings_restore(
+            store, where, manifest, keys, recordings_dir(to), overwrite=overwrite
+        )
+    else:
+        target = restore_target(manifest.source_kind, to)
+        result = run_restore(store, manifest, keys, target, overwrite=overwrite)
+    typer.echo(
+        f"restored {manifest.source_kind} backup {result.backup_id} of {cluster}/{source} into "
+        f"{result.target}: {result.plaintext_bytes:,} bytes in {result.seconds:.1f} s"
+    )
+    _print_table(
+        [
+            {"name": name, "in_backup": f"{count:,}", "restored": f"{result.tables[name]:,}"}
+            for name, count in manifest.tables.items()
+        ]
+    )
+
+
+def _key_ids(manifest: Manifest) -> list[str]:
+    """The key ids the backup's objects name: one key file opens them (the same key)."""
+    return sorted({obj.key_id for obj in manifest.objects})
+
+
+def _print_table(rows: list[dict[str, str]]) -> None:
+    """Rows as aligned columns under an upper-case header."""
     columns = list(rows[0])
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
-    typer.echo("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    typer.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
     for row in rows:
-        typer.echo("  ".join(row[c].ljust(widths[c]) for c in columns))
+        typer.echo("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
 
 
-def _read_key_text(key_file: Path | None) -> str:
+@backup_app.command("prune")
+def backup_prune(
+    store_dir: StoreDirOption = None,
+    storage_block: StorageBlockOption = None,
+    store_url: StoreUrlOption = None,
+    prefix: PrefixOption = None,
+    cluster: Annotated[str, typer.Option(help="Only this cluster.")] = "",
+    source: Annotated[str, typer.Option(help="Only this source.")] = "",
+    keep_last: Annotated[int, typer.Option(help="Keep the N newest backups.")] = 0,
+    keep_daily: Annotated[int, typer.Option(help="Newest backup of each of N days.")] = 0,
+    keep_weekly: Annotated[int, typer.Option(help="Newest backup of each of N weeks.")] = 0,
+    keep_monthly: Annotated[int, typer.Option(help="Newest backup of each of N months.")] = 0,
+    max_age_days: Annotated[
+        float | None, typer.Option(help="Delete backups older than this (not bases, not newest).")
+    ] = None,
+    incomplete_after_hours: Annotated[
+        float, typer.Option(help="Delete interrupted backups idle this long.")
+    ] = 24,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan, delete nothing.")] = False,
+) -> None:
+    """Apply a retention policy: print the plan (KEEP/DELETE and why), then delete.
+
+    The newest complete backup of each source and every base of a kept backup are always kept.
+    """
+    policy = RetentionPolicy.build(
+        keep_last=keep_last,
+        keep_daily=keep_daily,
+        keep_weekly=keep_weekly,
+        keep_monthly=keep_monthly,
+        max_age_days=max_age_days,
+        incomplete_after_hours=incomplete_after_hours,
+    )
+    store, block_prefix = _store(store_dir, storage_block, store_url)
+    root = prefix if prefix is not None else block_prefix
+    entries = list_backups(store, root, cluster=cluster, source=source)
+    plan = plan_retention(entries, policy, datetime.now(UTC))
+    if not plan.decisions:
+        typer.echo(f"no backups in {store.describe()}")
+        return
+    _print_table(plan.rows())
+    for warning in plan.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if dry_run:
+        typer.echo(f"dry run: {plan.summary()}; nothing deleted")
+        return
+    for backup_id in apply_retention(store, root, plan):
+        typer.echo(f"deleted {backup_id}")
+    typer.echo(plan.summary().replace("to delete", "deleted"))
+
+
+def _read_key_text(key_file: Path | None, env: str = KEY_ENV, option: str = "--key-file") -> str:
     if key_file is not None:
         try:
             return key_file.read_text()
         except OSError as exc:
             raise ConfigurationError(f"cannot read key file {key_file}: {exc.strerror}") from None
-    text = os.environ.get(KEY_ENV)
+    text = os.environ.get(env)
     if not text:
-        raise ConfigurationError(f"no key: pass --key-file or set {KEY_ENV}")
+        raise ConfigurationError(f"no key: pass {option} or set {env}")
     return text
+
+
+@keys_app.command("generate")
+def keys_generate(
+    key_id: Annotated[str, typer.Option(help="Id of the new key, written into backup headers.")],
+    out: Annotated[Path, typer.Option(help="File to create (mode 0600; never overwritten).")],
+) -> None:
+    """Generate a random 256-bit master key into a new 0600 file (64 hex characters)."""
+    key = MasterKey.generate(key_id)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigurationError(f"{out} already exists: refusing to overwrite a key") from None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create key file {out}: {exc.strerror}") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.material.hex() + "\n")
+    typer.echo(f"wrote master key {key_id!r} to {out} (mode 0600); keep a copy outside Prefect")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    new_key_id: Annotated[str, typer.Option(help="Id of the new master key.")],
+    store_dir: StoreDirOption = None,
+    storage_block: StorageBlockOption = None,
+    store_url: StoreUrlOption = None,
+    prefix: PrefixOption = None,
+    old_key_file: Annotated[
+        Path | None, typer.Option(help=f"File holding the old master key (else ${KEY_ENV}).")
+    ] = None,
+    old_key_id: Annotated[
+        str | None,
+        typer.Option(help="Id of the old key (default: the one other key id the store uses)."),
+    ] = None,
+    also_key_file: Annotated[
+        list[str] | None,
+        typer.Option(help="Another old key as ID=FILE (repeatable), for older backups."),
+    ] = None,
+    new_key_file: Annotated[
+        Path | None, typer.Option(help=f"File holding the new master key (else ${NEW_KEY_ENV}).")
+    ] = None,
+    cluster: Annotated[str, typer.Option(help="Only this cluster.")] = "",
+    source: Annotated[str, typer.Option(help="Only this source.")] = "",
+    dry_run: Annotated[bool, typer.Option(help="List what would be re-wrapped.")] = False,
+) -> None:
+    """Re-wrap every backup's data keys under a new master key (no re-encryption).
+
+    Safe to interrupt and rerun: a rerun finishes the job. Afterwards the old key is no longer
+    needed to restore any backup of the store.
+    """
+    new_key = MasterKey.from_text(
+        new_key_id, _read_key_text(new_key_file, NEW_KEY_ENV, "--new-key-file")
+    )
+    extra = [_key_from_pair(pair) for pair in also_key_file or []]
+    store, block_prefix = _store(store_dir, storage_block, store_url)
+    root = prefix if prefix is not None else block_prefix
+    keys = list(extra)
+    if old_key_id is None:
+        old_key_id = _only_old_key_id(store, root, cluster, source, new_key, extra)
+    if old_key_id is not None:
+        keys.append(
+            MasterKey.from_text(old_key_id, _read_key_text(old_key_file, option="--old-key-file"))
+        )
+    report = rotate_keys(
+        store,
+        root,
+        Keyring(keys),
+        new_key,
+        cluster=cluster,
+        source=source,
+        dry_run=dry_run,
+    )
+    verb = "would re-wrap" if dry_run else "re-wrapped"
+    for done in report.rotated:
+        old = ", ".join(repr(k) for k in done.old_key_ids)
+        typer.echo(
+            f"{verb} {done.cluster}/{done.source} {done.backup_id}: "
+            f"{len(done.objects)} objects, {old} -> {new_key.key_id!r}"
+        )
+    for leftover in report.leftovers_deleted:
+        typer.echo(f"removed leftover {leftover}")
+    typer.echo(report.summary())
+
+
+def _key_from_pair(pair: str) -> MasterKey:
+    key_id, sep, path = pair.partition("=")
+    if not sep or not key_id or not path:
+        raise ConfigurationError(f"--also-key-file takes ID=FILE, got {pair!r}")
+    return MasterKey.from_text(key_id, _read_key_text(Path(path)))
+
+
+def _only_old_key_id(
+    store: ObjectStore,
+    prefix: str,
+    cluster: str,
+    source: str,
+    new_key: MasterKey,
+    extra: list[MasterKey],
+) -> str | None:
+    """The one key id, other than the new and the --also ones, that the backups use."""
+    known = {new_key.key_id, *(k.key_id for k in extra)}
+    used = {
+        obj.key_id
+        for entry in list_backups(store, prefix, cluster=cluster, source=source)
+        if entry.manifest is not None
+        for obj in entry.manifest.objects
+    }
+    candidates = sorted(used - known)
+    if len(candidates) > 1:
+        raise ConfigurationError(
+            "the backups use several old keys ("
+            + ", ".join(repr(k) for k in candidates)
+            + "): pass --old-key-id and --also-key-file ID=FILE for the others"
+        )
+    return candidates[0] if candidates else None
 
 
 @app.command()

@@ -18,6 +18,8 @@ turn any of them into one clear line. The tree (httpx's ``_exceptions.py`` is th
     │   └── ManifestMismatchError a restore does not match its manifest (sizes, hashes, rows)
     ├── RestoreError              a restore could not complete
     │   └── TargetNotEmptyError   refusing to overwrite a non-empty target
+    ├── BackupSetIncompleteError  a platform backup in which at least one source failed
+    ├── StaleBackupsError         a source's newest complete backup is too old, or missing
     └── LabError                  the throwaway lab could not start or stop a server
 
 Messages never contain secrets: callers pass host, port, user and database names, never passwords
@@ -85,6 +87,14 @@ class RestoreError(SiprecBackupError):
 
 class TargetNotEmptyError(RestoreError):
     """The restore target already holds data and overwriting was not allowed."""
+
+
+class BackupSetIncompleteError(SiprecBackupError):
+    """A platform backup finished with at least one source failed (the set is partial)."""
+
+
+class StaleBackupsError(SiprecBackupError):
+    """At least one source has no recent enough complete backup."""
 
 
 class LabError(SiprecBackupError):

@@ -39,7 +39,7 @@ def new_lab_dir(prefix: str = "siprec-lab-test-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
-def _lab_services() -> Lab:
+def lab_services() -> Lab:
     """The lab of this session: every server, or while developing only the servers (or groups)
     named in ``$SIPREC_LAB_SERVICES`` (comma-separated), e.g. ``postgres,redis``. CI sets none."""
     wanted = {n.strip() for n in os.environ.get("SIPREC_LAB_SERVICES", "").split(",") if n.strip()}
@@ -51,7 +51,7 @@ def _lab_services() -> Lab:
 @pytest.fixture(scope="session")
 def lab() -> Iterator[LabState]:
     """The session's lab; Prefect clients in this process and its children use its server."""
-    the_lab = _lab_services()
+    the_lab = lab_services()
     t0 = time.monotonic()
     try:
         state = the_lab.up()
@@ -61,10 +61,11 @@ def lab() -> Iterator[LabState]:
         where = "in CI" if os.environ.get("CI") == "true" else "locally"
         pytest.fail(f"the lab could not start {where}: {exc}", pytrace=False)
     _LAB_TIMINGS["up"] = time.monotonic() - t0
+    api_url = state.prefect_api_url if "prefect-server" in state.services else ""
     previous = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = state.prefect_api_url
+    os.environ["PREFECT_API_URL"] = api_url
     try:
-        with _prefect_settings(state.prefect_api_url):
+        with _prefect_settings(api_url):
             try:
                 yield state
             finally:

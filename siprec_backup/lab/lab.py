@@ -25,6 +25,17 @@ from typing import Any
 
 from siprec_backup.errors import LabError
 from siprec_backup.lab import _process
+from siprec_backup.lab.mariadb import PASSWORD_SECRET as MARIADB_PASSWORD_SECRET
+from siprec_backup.lab.mariadb import REPL_PASSWORD_SECRET as MARIADB_REPL_PASSWORD_SECRET
+from siprec_backup.lab.mariadb import MariaDBEndpoint, MariaDBPrimary, MariaDBReplica
+from siprec_backup.lab.object_stores import (
+    LAB_BUCKET,
+    Azurite,
+    GCSEmulator,
+    MotoS3,
+    azurite_connection_string,
+    lab_s3_store,
+)
 from siprec_backup.lab.postgres import (
     PASSWORD_SECRET,
     PostgresEndpoint,
@@ -33,7 +44,10 @@ from siprec_backup.lab.postgres import (
 )
 from siprec_backup.lab.prefect_server import PrefectServer
 from siprec_backup.lab.prefect_worker import PrefectWorker
+from siprec_backup.lab.redis import PASSWORD_SECRET as REDIS_PASSWORD_SECRET
+from siprec_backup.lab.redis import RedisEndpoint, RedisPrimary, RedisReplica, RedisScratch
 from siprec_backup.lab.service import LabContext, Service, ServiceRecord
+from siprec_backup.storage import AzureBlobStore, GCSStore, ObjectStore
 
 #: Where the lab lives unless ``root`` or ``$SIPREC_LAB_DIR`` says otherwise.
 DEFAULT_LAB_DIR = Path("/tmp/siprec-backup-lab")  # noqa: S108 - a well-known, documented place
@@ -42,7 +56,20 @@ MARKER_FILE = ".siprec-lab"
 STATE_VERSION = 1
 
 #: Every server of the lab, in start priority order (slowest first). Add new servers here.
-SERVICES: list[Service] = [PrefectServer(), PostgresPrimary(), PostgresReplica(), PrefectWorker()]
+SERVICES: list[Service] = [
+    PrefectServer(),
+    PostgresPrimary(),
+    PostgresReplica(),
+    MariaDBPrimary(),
+    MariaDBReplica(),
+    RedisPrimary(),
+    RedisReplica(),
+    RedisScratch(),
+    MotoS3(),
+    GCSEmulator(),
+    Azurite(),
+    PrefectWorker(),
+]
 
 
 @dataclass
@@ -65,6 +92,28 @@ class LabState:
             raise LabError(f"{self.state_file}: the PostgreSQL password is missing") from None
         return PostgresEndpoint.from_record(record, password)
 
+    def mariadb(self, role: str = "primary") -> MariaDBEndpoint:
+        """How to reach the MariaDB ``primary`` or ``replica``."""
+        if role not in ("primary", "replica"):
+            raise LabError(f"unknown MariaDB role {role!r}: use 'primary' or 'replica'")
+        record = self._record(f"mariadb-{role}")
+        try:
+            password = self.secrets[MARIADB_PASSWORD_SECRET]
+        except KeyError:
+            raise LabError(f"{self.state_file}: the MariaDB password is missing") from None
+        return MariaDBEndpoint.from_record(record, password)
+
+    def redis(self, role: str = "primary") -> RedisEndpoint:
+        """How to reach the Redis ``primary``, ``replica`` or ``scratch`` (restore target)."""
+        if role not in ("primary", "replica", "scratch"):
+            raise LabError(f"unknown Redis role {role!r}: use 'primary', 'replica' or 'scratch'")
+        record = self._record(f"redis-{role}")
+        try:
+            password = self.secrets[REDIS_PASSWORD_SECRET]
+        except KeyError:
+            raise LabError(f"{self.state_file}: the Redis password is missing") from None
+        return RedisEndpoint.from_record(record, password)
+
     @property
     def prefect_api_url(self) -> str:
         """``PREFECT_API_URL`` of the lab's Prefect server."""
@@ -79,6 +128,31 @@ class LabState:
     def state_file(self) -> Path:
         """``<root>/lab.json``."""
         return self.root / STATE_FILE
+
+    @property
+    def s3_endpoint(self) -> str:
+        """The moto S3 endpoint URL (any credentials, e.g. ``testing``/``testing``)."""
+        return self._record("s3").fact("endpoint")
+
+    @property
+    def gcs_endpoint(self) -> str:
+        """The GCS emulator's endpoint URL (no credentials)."""
+        return self._record("gcs").fact("endpoint")
+
+    @property
+    def azure_connection_string(self) -> str:
+        """Azurite's connection string (its development key is public, still never log it)."""
+        return azurite_connection_string(self._record("azurite").fact("endpoint"))
+
+    def object_store(self, kind: str, bucket: str = LAB_BUCKET) -> ObjectStore:
+        """An engine store on the lab's ``s3``, ``gcs`` or ``azure`` emulator."""
+        if kind == "s3":
+            return lab_s3_store(self.s3_endpoint, bucket)
+        if kind == "gcs":
+            return GCSStore(bucket, endpoint=self.gcs_endpoint)
+        if kind == "azure":
+            return AzureBlobStore(bucket, connection_string=self.azure_connection_string)
+        raise LabError(f"unknown object store {kind!r}: use 's3', 'gcs' or 'azure'")
 
     def alive(self) -> dict[str, bool]:
         """Whether each recorded server still runs."""
@@ -158,6 +232,9 @@ class Lab:
                     secrets={PASSWORD_SECRET: _secrets.token_urlsafe(24)},
                     created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 )
+            state.secrets.setdefault(REDIS_PASSWORD_SECRET, _secrets.token_urlsafe(24))
+            state.secrets.setdefault(MARIADB_PASSWORD_SECRET, _secrets.token_urlsafe(24))
+            state.secrets.setdefault(MARIADB_REPL_PASSWORD_SECRET, _secrets.token_urlsafe(24))
             todo = [s for s in wanted if not self._running(state, s.name)]
             if todo:
                 self._start(state, todo, fresh=fresh)
@@ -387,13 +464,23 @@ def format_status(state: LabState) -> str:
         if f"postgres-{role}" in state.services:
             facts.append((f"PostgreSQL {role}", state.postgres(role).dsn()))
     if "postgres-primary" in state.services:
-        facts.append(
-            (
-                "password",
-                f"{state.state_file} secrets.{PASSWORD_SECRET} "
-                f"(superuser {state.postgres().superuser!r}: none from 127.0.0.1)",
-            )
-        )
+        superuser = state.postgres().superuser
+        facts.append(("PostgreSQL superuser", f"{superuser!r}: no password from 127.0.0.1"))
+    for role in ("primary", "replica"):
+        if f"mariadb-{role}" in state.services:
+            facts.append((f"MariaDB {role}", state.mariadb(role).dsn()))
+    for role in ("primary", "replica", "scratch"):
+        if f"redis-{role}" in state.services:
+            redis = state.redis(role)
+            facts.append((f"Redis {role}", f"redis://{redis.host}:{redis.port}"))
+    if "s3" in state.services:
+        facts.append(("S3 endpoint", f"{state.s3_endpoint} (bucket {LAB_BUCKET})"))
+    if "gcs" in state.services:
+        facts.append(("GCS endpoint", f"{state.gcs_endpoint} (bucket {LAB_BUCKET})"))
+    if "azurite" in state.services:
+        facts.append(("Azure Blob", f"{state.services['azurite'].fact('endpoint')}"))
+    secrets = ", ".join(sorted(state.secrets))
+    facts.append(("passwords", f"{state.state_file} secrets ({secrets})"))
     width = max((len(k) for k, _ in facts), default=0) + 2
     lines.append("")
     lines += [f"{k + ':':{width}}{v}" for k, v in facts]

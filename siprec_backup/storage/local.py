@@ -27,11 +27,19 @@ from siprec_backup.storage.base import ObjectInfo, ObjectStore, ObjectWriter
 
 TEMP_MARK = ".partial-"
 
-# Errors that retrying can plausibly fix (a busy NFS server, a full disk being cleaned up).
-_TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.EIO, errno.ENOSPC, errno.ESTALE}
+# Errors that retrying can plausibly fix (a busy NFS server).
+_TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.EIO, errno.ESTALE}
+# The disk (or the quota, or the file size limit) is full: retrying the same backup will not fit.
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
-def _storage_error(action: str, key: str, exc: OSError) -> Exception:
+def _storage_error(action: str, key: str, exc: OSError, where: Path | None = None) -> Exception:
+    if exc.errno in _FULL_ERRNOS:
+        place = where if where is not None else "the backup directory"
+        return PermanentStorageError(
+            f"no space left on {place} for {key!r} ({exc.strerror or exc}): free space or "
+            "raise the limit, then run the backup again"
+        )
     message = f"local store: cannot {action} {key!r}: {exc.strerror or exc}"
     if exc.errno in _TRANSIENT_ERRNOS:
         return TransientStorageError(message)
@@ -53,7 +61,7 @@ class _LocalWriter(ObjectWriter):
         try:
             self._file.write(data)
         except OSError as exc:
-            raise _storage_error("write", self.key, exc) from exc
+            raise _storage_error("write", self.key, exc, self._final.parent) from exc
 
     def _commit(self) -> None:
         try:
@@ -64,11 +72,15 @@ class _LocalWriter(ObjectWriter):
             _fsync_dir(self._final.parent)
         except OSError as exc:
             self._abort()
-            raise _storage_error("commit", self.key, exc) from exc
+            raise _storage_error("commit", self.key, exc, self._final.parent) from exc
 
     def _abort(self) -> None:
-        self._file.close()
-        self._temp.unlink(missing_ok=True)
+        try:
+            self._file.close()  # may fail again flushing its buffer on a full disk
+        except OSError:
+            pass
+        finally:
+            self._temp.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

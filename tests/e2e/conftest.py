@@ -1,4 +1,5 @@
-"""Fixtures for flow tests: the seeded lab plus blocks saved on the lab's Prefect server."""
+"""Fixtures for flow tests: the seeded lab platform plus blocks saved on the lab's Prefect
+server."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from pathlib import Path
 import pytest
 
 from deployments.lab_blocks import KEY_ID, LabBlocks, save_lab_blocks
-from siprec_backup.lab import LabState
+from siprec_backup.lab import LabState, PlatformData, seed_platform
 from siprec_backup.stream import MasterKey
-from tests.conftest import SeededLab
+from tests.conftest import SEED_MB, SeededLab
+
+#: Recording files of the e2e platform (small: the flows, not the volume, are under test).
+E2E_RECORDINGS = 150
 
 
 @dataclass(frozen=True)
@@ -20,11 +24,20 @@ class Platform:
     seeded: SeededLab
     blocks: LabBlocks
     key: MasterKey
-    password: str
+    data: PlatformData
 
     @property
     def state(self) -> LabState:
         return self.seeded.state
+
+    @property
+    def passwords(self) -> list[str]:
+        """Every server password of the lab platform (none may ever be printed)."""
+        return [
+            self.state.postgres().password,
+            self.state.mariadb().password,
+            self.state.redis().password,
+        ]
 
     def scratch_database(self, name: str) -> str:
         return self.seeded.scratch(name).dbname
@@ -33,5 +46,6 @@ class Platform:
 @pytest.fixture(scope="session")
 def platform(seeded_lab: SeededLab) -> Platform:
     blocks = save_lab_blocks(seeded_lab.state)
+    data = seed_platform(seeded_lab.state, SEED_MB, blocks.recordings_dir, max_files=E2E_RECORDINGS)
     key = MasterKey.from_text(KEY_ID, Path(blocks.key_file).read_text())
-    return Platform(seeded_lab, blocks, key, seeded_lab.state.postgres().password)
+    return Platform(seeded_lab, blocks, key, data)

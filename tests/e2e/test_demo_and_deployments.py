@@ -1,5 +1,5 @@
 """The quick start's main job: deployments registered by the documented command, the nightly
-backup run by the lab's worker through the Prefect server, and the restore checked."""
+platform backup run by the lab's worker into every store, and the set's restore checked."""
 
 from __future__ import annotations
 
@@ -27,14 +27,16 @@ async def _deployment_runs(name: str) -> tuple[CronSchedule | None, list[FlowRun
 def test_demo_end_to_end(platform: Platform, capsys: pytest.CaptureFixture[str]) -> None:
     run_demo(platform.state.root, scale_mb=8)
     out = capsys.readouterr().out
-    assert "every table matches the backup's manifest" in out
+    assert "every count matches the backups' manifests" in out
     assert "MISMATCH" not in out
     assert platform.state.prefect_ui_url in out
 
-    schedule, runs = anyio.run(_deployment_runs, "backup-postgres/nightly")
+    for source in ("siprec-db", "siprec-mariadb", "siprec-redis", "siprec-recordings"):
+        assert out.count(f"{source} ") >= 2, f"{source} missing from the comparison"
+    schedule, runs = anyio.run(_deployment_runs, "backup-platform/nightly")
     assert schedule is not None
     assert (schedule.cron, schedule.timezone) == ("30 2 * * *", "UTC")
-    assert any(run.state is not None and run.state.is_completed() for run in runs)
+    assert sum(run.state is not None and run.state.is_completed() for run in runs) >= 4
 
-    _, restores = anyio.run(_deployment_runs, "restore-postgres/on-demand")
+    _, restores = anyio.run(_deployment_runs, "restore-platform/on-demand")
     assert any(run.state is not None and run.state.is_completed() for run in restores)

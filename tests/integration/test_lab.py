@@ -19,11 +19,28 @@ from typer.testing import CliRunner
 from siprec_backup.errors import LabError
 from siprec_backup.lab import WORK_POOL, Lab, LabState, fill, row_counts
 from siprec_backup.lab.cli import lab_app
+from siprec_backup.lab.lab import SERVICES as REGISTRY
 from siprec_backup.lab.seed import TABLES, schema_bytes
+from tests.conftest import lab_services
 
 pytestmark = pytest.mark.lab
 
-SERVICES = {"postgres-primary", "postgres-replica", "prefect-server", "prefect-worker"}
+ALL_SERVICES = {
+    "postgres-primary",
+    "postgres-replica",
+    "mariadb-primary",
+    "mariadb-replica",
+    "redis-primary",
+    "redis-replica",
+    "redis-scratch",
+    "s3",
+    "gcs",
+    "azurite",
+    "prefect-server",
+    "prefect-worker",
+}
+#: The session lab runs every server unless $SIPREC_LAB_SERVICES narrows it while developing.
+SERVICES = {s.name for s in lab_services().services}
 
 
 def new_lab_dir(prefix: str) -> Path:
@@ -45,6 +62,10 @@ def wait_replica_caught_up(state: LabState, timeout: float = 30.0) -> None:
                 return
             assert time.monotonic() < deadline, f"replica still behind by {row} bytes"
             time.sleep(0.05)
+
+
+def test_the_registry_holds_every_server() -> None:
+    assert {s.name for s in REGISTRY} == ALL_SERVICES
 
 
 def test_every_service_is_alive(lab: LabState) -> None:
@@ -125,7 +146,8 @@ def test_status_command(lab: LabState) -> None:
     result = runner.invoke(lab_app, ["status", "--dir", str(lab.root)])
     assert result.exit_code == 0, result.output
     assert lab.prefect_api_url in result.output
-    assert lab.postgres().password not in result.output
+    for password in (lab.postgres().password, lab.mariadb().password, lab.redis().password):
+        assert password not in result.output
 
     result = runner.invoke(lab_app, ["status", "--dir", str(lab.root), "--json"])
     assert result.exit_code == 0, result.output
@@ -133,14 +155,15 @@ def test_status_command(lab: LabState) -> None:
     assert set(data["services"]) == SERVICES
     assert all(s["alive"] for s in data["services"].values())
     assert "secrets" not in data
-    assert lab.postgres().password not in result.output
+    for password in (lab.postgres().password, lab.mariadb().password, lab.redis().password):
+        assert password not in result.output
 
 
 def test_restart_dead_servers_and_keep_data() -> None:
     """A databases-only lab: a dead server is restarted alone; down --keep then up restarts
     everything on the same data, ports and password; down removes the directory."""
     root = new_lab_dir("siprec-lab-test-restart-")
-    the_lab = Lab(root)
+    the_lab = Lab(root, services=[s for s in REGISTRY if s.group in ("postgres", "prefect")])
     try:
         state = the_lab.up(prefect=False, scale_mb=2)
         assert set(state.services) == {"postgres-primary", "postgres-replica"}

@@ -7,13 +7,37 @@ from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
 
-from blocks import EncryptionKey, LocalStorage, PostgresDatabase
+from blocks import (
+    AzureBlobStorage,
+    EncryptionKey,
+    GCSStorage,
+    LocalStorage,
+    MySQLDatabase,
+    Platform,
+    PostgresDatabase,
+    RecordingsDirectory,
+    RedisServer,
+    S3Storage,
+)
 
 KEY_HEX = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
 
 class TestBlocksFollowTheStandard(BlockStandardTestSuite):
-    @pytest.fixture(params=[EncryptionKey, LocalStorage, PostgresDatabase])
+    @pytest.fixture(
+        params=[
+            AzureBlobStorage,
+            EncryptionKey,
+            GCSStorage,
+            LocalStorage,
+            MySQLDatabase,
+            Platform,
+            PostgresDatabase,
+            RecordingsDirectory,
+            RedisServer,
+            S3Storage,
+        ]
+    )
     def block(self, request: pytest.FixtureRequest) -> type[Block]:
         block_type: type[Block] = request.param
         return block_type

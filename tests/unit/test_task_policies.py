@@ -11,7 +11,7 @@ from siprec_backup.errors import (
     TamperedError,
     TransientStorageError,
 )
-from tasks.backup import stream_postgres_backup
+from tasks.backup import stream_backup
 from tasks.policies import RETRY_DELAYS, retry_transient_storage_errors
 
 
@@ -35,5 +35,5 @@ def test_completed_state_is_not_retried() -> None:
 
 
 def test_backup_task_uses_the_policy() -> None:
-    assert stream_postgres_backup.retries == len(RETRY_DELAYS)
-    assert stream_postgres_backup.retry_condition_fn is retry_transient_storage_errors
+    assert stream_backup.retries == len(RETRY_DELAYS)
+    assert stream_backup.retry_condition_fn is retry_transient_storage_errors
