@@ -20,14 +20,10 @@ from siprec_backup.errors import BackupSetIncompleteError
 from siprec_backup.manifest import Manifest, new_backup_id
 from tasks.backup import stream_backup
 from tasks.backup_set import catalog_rows, save_backup_set
+from tasks.progress import artifact_key
 
 #: How many counts (tables, Redis databases) a summary lists before "and N more".
 SUMMARY_COUNTS = 50
-
-
-def artifact_key(*parts: str) -> str:
-    """Prefect artifact keys allow lower-case letters, digits and dashes only."""
-    return "-".join(parts).lower().replace("_", "-").replace(".", "-")
 
 
 def _facts(info: dict[str, Any]) -> str:

@@ -9,11 +9,11 @@ from prefect.artifacts import create_markdown_artifact
 from blocks.loading import load_block
 from blocks.platform import Platform
 from flows._logging import set_log_level
-from flows.backup import artifact_key
 from siprec_backup.backup_set import BackupSet, sort_sources
 from siprec_backup.errors import ConfigurationError, RestoreError
 from siprec_backup.restore import RestoreResult
 from tasks.backup_set import load_backup_set
+from tasks.progress import artifact_key
 from tasks.restore import find_backup_manifest, stream_restore
 
 

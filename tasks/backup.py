@@ -13,11 +13,16 @@ from siprec_backup.backup import run_backup
 from siprec_backup.manifest import Manifest, new_backup_id
 from siprec_backup.recordings import run_recordings_backup
 from tasks.policies import RETRY_DELAYS, retry_transient_storage_errors
-from tasks.progress import ProgressArtifact
+from tasks.progress import ProgressArtifact, artifact_key
 
 
-def _artifact_key(*parts: str) -> str:
-    return "-".join(parts).lower().replace("_", "-").replace(".", "-")
+def _progress(cluster: str, source: str, backup_id: str, total: int | None) -> ProgressArtifact:
+    """The run's progress bar: bytes read against the source's size estimate, if it has one."""
+    return ProgressArtifact(
+        key=artifact_key("backup-progress", cluster, source),
+        total=total,
+        description=f"Backup {backup_id} of {source}: bytes read / estimated size",
+    )
 
 
 @task(
@@ -40,11 +45,7 @@ def stream_backup(
     if kind == "recordings":
         directory = load_recordings(block)
         logger.info("[%s %s] backing up recordings under %s", backup_id, source, directory.path)
-        progress = ProgressArtifact(
-            key=_artifact_key("backup-progress", cluster, source),
-            total=None,
-            description=f"Backup {backup_id} of {source}: bytes read",
-        )
+        progress = _progress(cluster, source, backup_id, total=None)
         manifest = run_recordings_backup(
             directory.root(),
             store,
@@ -58,12 +59,8 @@ def stream_backup(
         )
     else:
         engine_source = load_source(kind, block)
-        progress = ProgressArtifact(
-            key=_artifact_key("backup-progress", cluster, source),
-            total=engine_source.estimate_bytes(),
-            description=f"Backup {backup_id} of {source}: bytes dumped / estimated size",
-        )
         logger.info("[%s %s] dumping %s", backup_id, source, engine_source.describe())
+        progress = _progress(cluster, source, backup_id, total=engine_source.estimate_bytes())
         manifest = run_backup(
             engine_source,
             store,

@@ -8,6 +8,11 @@ from uuid import UUID
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 
+def artifact_key(*parts: str) -> str:
+    """An artifact key from names: Prefect allows lower-case letters, digits and dashes only."""
+    return "-".join(parts).lower().replace("_", "-").replace(".", "-")
+
+
 class ProgressArtifact:
     """Moves a progress artifact as bytes flow, at most every `interval` seconds.
 

@@ -7,9 +7,13 @@ PostgreSQL, MySQL/MariaDB and Redis fit this shape (one stream each way). Record
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol
+
+#: How much of a failed client tool's stderr is read back to find its last message.
+STDERR_TAIL = 4000
 
 
 @dataclass(frozen=True)
@@ -95,3 +99,13 @@ class RestoreTarget(Protocol):
         """Count again, after the restore, what the manifest's `tables` counted at backup time
         (rows per table, keys per Redis database); `tables` says which names to count."""
         ...
+
+
+def stderr_tail(handle: IO[bytes]) -> str:
+    """The last line a client tool (pg_dump, mariadb-dump...) wrote to its stderr file: the
+    message an error names. Reads at most STDERR_TAIL bytes."""
+    handle.seek(0, os.SEEK_END)
+    size = handle.tell()
+    handle.seek(max(0, size - STDERR_TAIL))
+    lines = handle.read().decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "no error output"

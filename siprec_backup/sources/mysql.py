@@ -45,11 +45,10 @@ from siprec_backup.errors import (
     SourceUnavailableError,
     TargetNotEmptyError,
 )
-from siprec_backup.sources.base import DumpFacts
+from siprec_backup.sources.base import DumpFacts, stderr_tail
 
 #: Databases that belong to the server, never backed up when "every database" is asked for.
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
-_STDERR_TAIL = 4000
 #: The dump's header up to its replication position comment is small; more means trouble.
 _MAX_PREFIX = 1 << 20
 #: How long our read lock may wait for the dump to take its snapshot.
@@ -409,14 +408,6 @@ def _databases_with_tables(cur: Any, databases: Sequence[str]) -> dict[str, int]
     return found
 
 
-def _stderr_tail(handle: IO[bytes]) -> str:
-    handle.seek(0, os.SEEK_END)
-    size = handle.tell()
-    handle.seek(max(0, size - _STDERR_TAIL))
-    lines = handle.read().decode(errors="replace").strip().splitlines()
-    return lines[-1] if lines else "no error output"
-
-
 class MySQLRestore:
     """A running ``mariadb`` client reading SQL from its stdin; without ``--force`` it stops at
     the first error. It cannot roll back what it already ran: a failed restore leaves the tables
@@ -446,7 +437,7 @@ class MySQLRestore:
         self.stdin = cast(BinaryIO, self._proc.stdin)
 
     def _error(self, what: str) -> RestoreError:
-        tail = _stderr_tail(self._stderr)
+        tail = stderr_tail(self._stderr)
         hint = ""
         if "No database selected" in tail:
             hint = " (a one-database backup: set the target's database)"
@@ -636,7 +627,7 @@ class MySQLDump:
         what = self._source.describe()
         if returncode != 0:
             raise SourceError(
-                f"dump of {what} failed (exit {returncode}): {_stderr_tail(self._stderr)}"
+                f"dump of {what} failed (exit {returncode}): {stderr_tail(self._stderr)}"
             )
         if self._count_error is not None:
             raise SourceError(f"counting rows in {what} failed: {_reason(self._count_error)}")
@@ -751,7 +742,7 @@ class MySQLSource:
                     proc.wait()
                     raise SourceError(
                         f"dump of {self.describe()} failed (exit {proc.returncode}): "
-                        f"{_stderr_tail(stderr)}"
+                        f"{stderr_tail(stderr)}"
                     ) from None
                 with holder.cursor() as cur:
                     cur.execute("UNLOCK TABLES")

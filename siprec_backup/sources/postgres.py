@@ -30,10 +30,9 @@ from siprec_backup.errors import (
     SourceUnavailableError,
     TargetNotEmptyError,
 )
-from siprec_backup.sources.base import DumpFacts
+from siprec_backup.sources.base import DumpFacts, stderr_tail
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-_STDERR_TAIL = 4000
 
 _TABLES_SQL = """
 SELECT n.nspname, c.relname
@@ -164,14 +163,6 @@ def table_row_counts(conn: psycopg.Connection) -> dict[str, int]:
     return counts
 
 
-def _stderr_tail(handle: IO[bytes]) -> str:
-    handle.seek(0, os.SEEK_END)
-    size = handle.tell()
-    handle.seek(max(0, size - _STDERR_TAIL))
-    lines = handle.read().decode(errors="replace").strip().splitlines()
-    return lines[-1] if lines else "no error output"
-
-
 class PostgresDump:
     """One running ``pg_dump -Fc`` inside an exported snapshot (see the module docstring)."""
 
@@ -207,7 +198,7 @@ class PostgresDump:
         if returncode != 0:
             raise SourceError(
                 f"pg_dump of {self._target.describe()} failed (exit {returncode}): "
-                f"{_stderr_tail(self._stderr)}"
+                f"{stderr_tail(self._stderr)}"
             )
         if self._count_error is not None:
             raise SourceError(
@@ -354,7 +345,7 @@ class PostgresRestore:
         if returncode != 0:
             raise RestoreError(
                 f"pg_restore into {self._target.describe()} failed (exit {returncode}): "
-                f"{_stderr_tail(self._stderr)}"
+                f"{stderr_tail(self._stderr)}"
             )
 
     def died(self) -> RestoreError:
@@ -362,7 +353,7 @@ class PostgresRestore:
         self._proc.wait()
         return RestoreError(
             f"pg_restore into {self._target.describe()} stopped reading: "
-            f"{_stderr_tail(self._stderr)}"
+            f"{stderr_tail(self._stderr)}"
         )
 
     def close(self) -> None:
