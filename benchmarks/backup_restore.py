@@ -201,6 +201,7 @@ def child_backup(params: dict[str, Any]) -> dict[str, Any]:
 def child_restore(params: dict[str, Any]) -> dict[str, Any]:
     """Run ``run_restore`` once; the row count it ends with is timed apart by wrapping it."""
     import siprec_backup.restore as restore_module
+    import siprec_backup.sources.postgres as postgres_module
     from siprec_backup.manifest import Manifest
     from siprec_backup.storage import LocalStore
 
@@ -208,7 +209,7 @@ def child_restore(params: dict[str, Any]) -> dict[str, Any]:
     with store.open_reader(params["manifest_key"]) as f:
         manifest = Manifest.from_json(f.read(), where=params["manifest_key"])
     count_seconds: list[float] = []
-    count_rows = restore_module.restored_row_counts
+    count_rows = postgres_module.restored_row_counts
 
     def timed_count(target: Any) -> dict[str, int]:
         c0 = time.perf_counter()
@@ -217,7 +218,7 @@ def child_restore(params: dict[str, Any]) -> dict[str, Any]:
         finally:
             count_seconds.append(time.perf_counter() - c0)
 
-    restore_module.restored_row_counts = timed_count
+    postgres_module.restored_row_counts = timed_count  # what PostgresTarget.restored_counts calls
     key, target = _key_from(params), _target_from(params)
     result, report = measured(
         params, lambda: restore_module.run_restore(store, manifest, key, target)

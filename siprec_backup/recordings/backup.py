@@ -5,18 +5,21 @@ How one backup runs:
 1. Read the previous complete backup's index of the same cluster/source (none: a full backup).
 2. Scan the tree. A file whose path, size, mtime_ns and inode equal the previous index entry is
    reused without reading (like rsync/restic); ``full=True`` rereads everything.
-3. Read each other file once to hash it (metadata XML is parsed during the same read). Content
-   whose sha256 the previous index already holds is not uploaded: the new entry points at the
-   earlier backup's pack and offset. Same content under several paths is stored once.
-4. Stream the new content into two packs, reading each file a second time: ``data.sbk`` (zstd)
-   for compressible content, ``audio.sbk`` (no compression) for already-compressed audio. The
-   second read must give the same sha256 and the file must not change meanwhile, else the file
-   is skipped with a recorded problem (its bytes stay in the pack, unreferenced).
+3. A new or changed file whose size no other file (new or stored) has cannot be a duplicate: it
+   is read once, hashed while it is packed (most audio files). Every other file is read first to
+   hash it (metadata XML is parsed during the same read): content whose sha256 the previous
+   index already holds is not uploaded (the new entry points at the earlier backup's pack and
+   offset), and the same content under several paths is stored once.
+4. Stream the new content into two packs: ``data.sbk`` (zstd) for compressible content,
+   ``audio.sbk`` (no compression) for already-compressed audio. A file read twice must give the
+   same sha256 both times, and no packed file may change (size, mtime, inode) or vanish while
+   read; otherwise it is skipped with a recorded problem (its bytes stay in the pack,
+   unreferenced).
 5. Seal the index (``index.sbk``), then write the manifest last. On failure, everything this
    backup committed is deleted: a backup without its manifest does not exist.
 
-Two reads of new content are the price of not uploading content that is already stored: the
-hash must be known before the pack byte is written. Unchanged files are not read at all.
+Unchanged files are not read at all. Deduplication looks at the previous backup's index only:
+content found solely in older backups is stored again.
 
 Memory: the previous index (one :class:`IndexEntry` per file, digests as 32-byte ``bytes``) and
 the new entries are O(files); file bytes only pass through bounded buffers (1 MiB reads, the
@@ -92,6 +95,9 @@ DEFAULT_COMPRESSED_EXTENSIONS: tuple[str, ...] = (
     "bz2",
     "zip",
 )
+#: zstd workers for the packs: reading files is cheap, so compression is the bottleneck; a second
+#: worker took a 1 GiB tree from 0.82x to 0.93x ``tar | zstd | age`` (peak RSS 118 -> 131 MiB).
+PACK_ZSTD_THREADS = 2
 #: At most this many problems are listed in the manifest (all are counted).
 MAX_LISTED_PROBLEMS = 100
 PROGRESS_STEP = 8 << 20
@@ -562,6 +568,7 @@ def _seal_object(
             level=level,
             chunk_size=chunk_size,
             read_size=READ_SIZE,
+            threads=PACK_ZSTD_THREADS,
         )
         writer.commit()
     return StoredObject(

@@ -45,7 +45,7 @@ from siprec_backup.errors import (
     SourceUnavailableError,
     TargetNotEmptyError,
 )
-from siprec_backup.sources.base import DumpFacts, stderr_tail
+from siprec_backup.sources.base import DumpFacts, stderr_tail, widen_pipe
 
 #: Databases that belong to the server, never backed up when "every database" is asked for.
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
@@ -434,6 +434,7 @@ class MySQLRestore:
             self._stderr.close()
             raise
         assert self._proc.stdin is not None
+        widen_pipe(self._proc.stdin)
         self.stdin = cast(BinaryIO, self._proc.stdin)
 
     def _error(self, what: str) -> RestoreError:
@@ -736,6 +737,7 @@ class MySQLSource:
                     stdin=subprocess.DEVNULL,
                     bufsize=0,
                 )
+                widen_pipe(proc.stdout)
                 try:
                     header = _read_header(proc, time.monotonic() + SNAPSHOT_TIMEOUT)
                 except _DumpEndedError:

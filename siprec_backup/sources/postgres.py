@@ -30,7 +30,7 @@ from siprec_backup.errors import (
     SourceUnavailableError,
     TargetNotEmptyError,
 )
-from siprec_backup.sources.base import DumpFacts, stderr_tail
+from siprec_backup.sources.base import DumpFacts, stderr_tail, widen_pipe
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
@@ -267,6 +267,7 @@ class PostgresSource:
                 env=target.client_env(),
                 bufsize=0,
             )
+            widen_pipe(proc.stdout)
             with stderr:
                 yield PostgresDump(target, holder, proc, stderr, info)
         finally:
@@ -335,6 +336,7 @@ class PostgresRestore:
             bufsize=0,
         )
         assert self._proc.stdin is not None
+        widen_pipe(self._proc.stdin)
         self.stdin = cast(BinaryIO, self._proc.stdin)
 
     def finish(self) -> None:
