@@ -18,7 +18,7 @@ from siprec_backup.errors import (
 )
 from siprec_backup.sources.rdb import RdbCounter
 from siprec_backup.sources.redis import RedisRestore, RedisSource, RedisTarget
-from tests.unit.test_rdb_scanner import (
+from tests.integration.test_rdb_scanner import (
     EVERY_TYPE_KEYS,
     PrivateRedis,
     fill_every_type,
