@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, Protocol
@@ -127,3 +129,30 @@ def widen_pipe(pipe: IO[bytes] | None) -> None:
     if pipe is not None:
         with contextlib.suppress(OSError):
             fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)
+
+
+class BackgroundCount:
+    """Counts (rows per table) taken in a thread while the dump streams, in the dump's snapshot;
+    :meth:`result` waits for them and re-raises what went wrong in the thread."""
+
+    def __init__(self, count: Callable[[], dict[str, int]], name: str) -> None:
+        self._count = count
+        self._counts: dict[str, int] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._counts = self._count()
+        except BaseException as exc:  # re-raised by result()
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> dict[str, int]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return dict(self._counts)

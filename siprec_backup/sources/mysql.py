@@ -27,7 +27,6 @@ import select
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -45,7 +44,7 @@ from siprec_backup.errors import (
     SourceUnavailableError,
     TargetNotEmptyError,
 )
-from siprec_backup.sources.base import DumpFacts, stderr_tail, widen_pipe
+from siprec_backup.sources.base import BackgroundCount, DumpFacts, stderr_tail, widen_pipe
 
 #: Databases that belong to the server, never backed up when "every database" is asked for.
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
@@ -608,30 +607,27 @@ class MySQLDump:
         self._holder = holder
         self._databases = databases
         self._info = info
-        self._counts: dict[str, int] = {}
-        self._count_error: BaseException | None = None
-        self._counter = threading.Thread(target=self._count, name="mysql-row-counts", daemon=True)
-        self._counter.start()
+        self._counts = BackgroundCount(self._count, "mysql-row-counts")
 
-    def _count(self) -> None:
-        try:
-            with self._holder.cursor() as cur:
-                self._counts = table_row_counts(cur, self._databases)
-                cur.execute("COMMIT")
-        except BaseException as exc:  # reported by finish()
-            self._count_error = exc
+    def _count(self) -> dict[str, int]:
+        with self._holder.cursor() as cur:
+            counts = table_row_counts(cur, self._databases)
+            cur.execute("COMMIT")
+        return counts
 
     def finish(self) -> DumpFacts:
         """Wait for the dump; SourceError with its stderr tail if it failed."""
         returncode = self._proc.wait()
-        self._counter.join()
+        self._counts.join()
         what = self._source.describe()
         if returncode != 0:
             raise SourceError(
                 f"dump of {what} failed (exit {returncode}): {stderr_tail(self._stderr)}"
             )
-        if self._count_error is not None:
-            raise SourceError(f"counting rows in {what} failed: {_reason(self._count_error)}")
+        try:
+            counts = self._counts.result()
+        except Exception as exc:
+            raise SourceError(f"counting rows in {what} failed: {_reason(exc)}") from None
         ours = self._info.get("snapshot_binlog")
         dumped = self._info.get("binlog")
         if (
@@ -647,7 +643,7 @@ class MySQLDump:
                 f"dump of {what}: the dump's snapshot ({dumped}) is not the snapshot the rows "
                 f"were counted in ({ours}); nothing was recorded"
             )
-        return DumpFacts(source_info=dict(self._info), tables=dict(self._counts))
+        return DumpFacts(source_info=dict(self._info), tables=counts)
 
 
 @dataclass(frozen=True)

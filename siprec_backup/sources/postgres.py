@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from siprec_backup.errors import (
     SourceUnavailableError,
     TargetNotEmptyError,
 )
-from siprec_backup.sources.base import DumpFacts, stderr_tail, widen_pipe
+from siprec_backup.sources.base import BackgroundCount, DumpFacts, stderr_tail, widen_pipe
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
@@ -177,34 +176,24 @@ class PostgresDump:
         assert proc.stdout is not None
         self.stream = cast(BinaryIO, proc.stdout)
         self._target = target
-        self._holder = holder
         self._proc = proc
         self._stderr = stderr
         self._info = info
-        self._counts: dict[str, int] = {}
-        self._count_error: BaseException | None = None
-        self._counter = threading.Thread(target=self._count, name="pg-row-counts", daemon=True)
-        self._counter.start()
-
-    def _count(self) -> None:
-        try:
-            self._counts = table_row_counts(self._holder)
-        except BaseException as exc:  # reported by finish()
-            self._count_error = exc
+        self._counts = BackgroundCount(lambda: table_row_counts(holder), "pg-row-counts")
 
     def finish(self) -> DumpFacts:
         returncode = self._proc.wait()
-        self._counter.join()
+        self._counts.join()
         if returncode != 0:
             raise SourceError(
                 f"pg_dump of {self._target.describe()} failed (exit {returncode}): "
                 f"{stderr_tail(self._stderr)}"
             )
-        if self._count_error is not None:
-            raise SourceError(
-                f"counting rows in {self._target.describe()} failed: {self._count_error}"
-            )
-        return DumpFacts(source_info=self._info, tables=dict(self._counts))
+        try:
+            counts = self._counts.result()
+        except Exception as exc:
+            raise SourceError(f"counting rows in {self._target.describe()} failed: {exc}") from None
+        return DumpFacts(source_info=self._info, tables=counts)
 
 
 @dataclass(frozen=True)
