@@ -49,6 +49,8 @@ StoreDirOption = Annotated[
 ]
 StorageBlockOption = Annotated[str | None, typer.Option(help="A storage block name.")]
 PrefixOption = Annotated[str | None, typer.Option(help="Key prefix (default: the block's).")]
+ClusterFilter = Annotated[str, typer.Option(help="Only this cluster.")]
+SourceFilter = Annotated[str, typer.Option(help="Only this source.")]
 
 
 @app.command()
@@ -95,8 +97,8 @@ def backup_list(
     storage_block: StorageBlockOption = None,
     store_url: StoreUrlOption = None,
     prefix: PrefixOption = None,
-    cluster: Annotated[str, typer.Option(help="Only this cluster.")] = "",
-    source: Annotated[str, typer.Option(help="Only this source.")] = "",
+    cluster: ClusterFilter = "",
+    source: SourceFilter = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List every backup in a store: id, time, size, status, verified."""
@@ -209,8 +211,8 @@ def backup_prune(
     storage_block: StorageBlockOption = None,
     store_url: StoreUrlOption = None,
     prefix: PrefixOption = None,
-    cluster: Annotated[str, typer.Option(help="Only this cluster.")] = "",
-    source: Annotated[str, typer.Option(help="Only this source.")] = "",
+    cluster: ClusterFilter = "",
+    source: SourceFilter = "",
     keep_last: Annotated[int, typer.Option(help="Keep the N newest backups.")] = 0,
     keep_daily: Annotated[int, typer.Option(help="Newest backup of each of N days.")] = 0,
     keep_weekly: Annotated[int, typer.Option(help="Newest backup of each of N weeks.")] = 0,
@@ -304,8 +306,8 @@ def keys_rotate(
     new_key_file: Annotated[
         Path | None, typer.Option(help=f"File holding the new master key (else ${NEW_KEY_ENV}).")
     ] = None,
-    cluster: Annotated[str, typer.Option(help="Only this cluster.")] = "",
-    source: Annotated[str, typer.Option(help="Only this source.")] = "",
+    cluster: ClusterFilter = "",
+    source: SourceFilter = "",
     dry_run: Annotated[bool, typer.Option(help="List what would be re-wrapped.")] = False,
 ) -> None:
     """Re-wrap every backup's data keys under a new master key (no re-encryption).
