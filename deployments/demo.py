@@ -14,11 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from psycopg import sql
 
 from deployments.lab_blocks import RESTORE_DATABASES, LabBlocks, save_lab_blocks
 from siprec_backup.backup_set import BackupSet, find_backup_set
@@ -71,17 +69,7 @@ def _run(name: str, parameters: dict[str, object] | None = None) -> FlowRun:
 def _fresh_scratch_targets(state: LabState) -> None:
     """An empty PostgreSQL scratch database owned by the app role (which may not create
     databases itself), and an empty scratch Redis."""
-    pg = state.postgres("primary")
-    name = RESTORE_DATABASES["siprec-db"]
-    with psycopg.connect(pg.conninfo(superuser=True, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(pg.user)
-            )
-        )
+    state.postgres("primary").fresh_database(RESTORE_DATABASES["siprec-db"])
     state.redis("scratch").client().flushall()
 
 

@@ -19,9 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from siprec_backup.errors import LabError
 from siprec_backup.lab import Lab, LabState, fill, row_counts
@@ -134,17 +132,7 @@ class SeededLab:
 
     def scratch(self, name: str) -> PostgresTarget:
         """A fresh, empty database ``name`` owned by the app role (dropped first if present)."""
-        pg = self.state.postgres()
-        with psycopg.connect(self.superuser_conninfo("postgres"), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(name), sql.Identifier(pg.user)
-                )
-            )
-        return self.app_target(name)
+        return self.state.postgres().fresh_database(name)
 
 
 @pytest.fixture(scope="session")

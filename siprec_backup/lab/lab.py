@@ -83,35 +83,18 @@ class LabState:
 
     def postgres(self, role: str = "primary") -> PostgresEndpoint:
         """How to reach the PostgreSQL ``primary`` or ``replica``."""
-        if role not in ("primary", "replica"):
-            raise LabError(f"unknown PostgreSQL role {role!r}: use 'primary' or 'replica'")
-        record = self._record(f"postgres-{role}")
-        try:
-            password = self.secrets[PASSWORD_SECRET]
-        except KeyError:
-            raise LabError(f"{self.state_file}: the PostgreSQL password is missing") from None
+        record, password = self._server("PostgreSQL", "postgres", role, PASSWORD_SECRET)
         return PostgresEndpoint.from_record(record, password)
 
     def mariadb(self, role: str = "primary") -> MariaDBEndpoint:
         """How to reach the MariaDB ``primary`` or ``replica``."""
-        if role not in ("primary", "replica"):
-            raise LabError(f"unknown MariaDB role {role!r}: use 'primary' or 'replica'")
-        record = self._record(f"mariadb-{role}")
-        try:
-            password = self.secrets[MARIADB_PASSWORD_SECRET]
-        except KeyError:
-            raise LabError(f"{self.state_file}: the MariaDB password is missing") from None
+        record, password = self._server("MariaDB", "mariadb", role, MARIADB_PASSWORD_SECRET)
         return MariaDBEndpoint.from_record(record, password)
 
     def redis(self, role: str = "primary") -> RedisEndpoint:
         """How to reach the Redis ``primary``, ``replica`` or ``scratch`` (restore target)."""
-        if role not in ("primary", "replica", "scratch"):
-            raise LabError(f"unknown Redis role {role!r}: use 'primary', 'replica' or 'scratch'")
-        record = self._record(f"redis-{role}")
-        try:
-            password = self.secrets[REDIS_PASSWORD_SECRET]
-        except KeyError:
-            raise LabError(f"{self.state_file}: the Redis password is missing") from None
+        roles = ("primary", "replica", "scratch")
+        record, password = self._server("Redis", "redis", role, REDIS_PASSWORD_SECRET, roles)
         return RedisEndpoint.from_record(record, password)
 
     @property
@@ -157,6 +140,24 @@ class LabState:
     def alive(self) -> dict[str, bool]:
         """Whether each recorded server still runs."""
         return {name: rec.alive() for name, rec in self.services.items()}
+
+    def _server(
+        self,
+        title: str,
+        prefix: str,
+        role: str,
+        secret: str,
+        roles: tuple[str, ...] = ("primary", "replica"),
+    ) -> tuple[ServiceRecord, str]:
+        """The record of server ``<prefix>-<role>`` and its password from the lab's secrets."""
+        if role not in roles:
+            choices = ", ".join(repr(r) for r in roles)
+            raise LabError(f"unknown {title} role {role!r}: use {choices}")
+        record = self._record(f"{prefix}-{role}")
+        try:
+            return record, self.secrets[secret]
+        except KeyError:
+            raise LabError(f"{self.state_file}: the {title} password is missing") from None
 
     def _record(self, name: str) -> ServiceRecord:
         try:

@@ -105,6 +105,21 @@ class PostgresEndpoint:
             bin_dir=self.bin_dir,
         )
 
+    def fresh_database(self, name: str) -> PostgresTarget:
+        """An empty database ``name`` owned by the application role (dropped first if present):
+        a scratch restore target, since the application role may not create databases."""
+        admin = self.conninfo(superuser=True, dbname="postgres")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(self.user)
+                )
+            )
+        return self.target(name)
+
     def dsn(self, *, superuser: bool = False) -> str:
         """The conninfo without any password: safe to print and log."""
         user = self.superuser if superuser else self.user
