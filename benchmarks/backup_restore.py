@@ -26,6 +26,7 @@ import platform
 import resource
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -288,6 +289,137 @@ def under_time(args: list[str], out_file: Path) -> list[str]:
     return ["/usr/bin/time", "-f", "%M %U %S", "-o", str(out_file), *args]
 
 
+def wrap_tools(bin_dir: Path, tools: dict[str, str], time_file: Path) -> Path:
+    """A new ``bin_dir`` whose scripts ``name`` exec ``tools[name]`` under GNU time, so the peak
+    RSS and CPU of the tool our engine runs can be reported next to our own (read_time_file;
+    a few ms of overhead)."""
+    bin_dir.mkdir()
+    for name, real in tools.items():
+        script = bin_dir / name
+        command = shlex.join(under_time([real], time_file))
+        script.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+        script.chmod(0o755)
+    return bin_dir
+
+
+def ours_run(r: dict[str, Any], **fields: Any) -> Run:
+    """The Run of one child's report (what ``measured`` returned, plus ``dump_bytes`` and the
+    ``child_wall_seconds`` the parent adds)."""
+    return Run(
+        side="ours",
+        seconds=r["seconds"],
+        rss_mib=r["rss_mib"],
+        cpu_seconds=r["cpu_seconds"] + (r["tool_cpu_seconds"] or 0.0),
+        tool_rss_mib=r["tool_rss_mib"],
+        dump_bytes=r["dump_bytes"],
+        extra={k: r.get(k) for k in EXTRA_KEYS},
+        **fields,
+    )
+
+
+def shell_run(
+    pipeline: str, what: str, time_file: Path, env: dict[str, str] | None = None, **fields: Any
+) -> Run:
+    """Run ``pipeline`` under ``bash -o pipefail`` and GNU time: its wall seconds, the peak RSS
+    of its largest process and the CPU seconds of all of them."""
+    seconds, _ = run_command(
+        under_time(["bash", "-o", "pipefail", "-c", pipeline], time_file), what=what, env=env
+    )
+    measured = read_time_file(time_file)
+    if measured is None:
+        raise BenchError(f"{what}: GNU time wrote nothing to {time_file}")
+    rss, cpu = measured
+    return Run(side="shell", seconds=seconds, rss_mib=rss, cpu_seconds=cpu, **fields)
+
+
+def alternate(
+    step: str,
+    ours: Callable[[int], Run],
+    shell: Callable[[int], Run],
+    repeat: int,
+    settle: Callable[[], None] = lambda: None,
+) -> list[Run]:
+    """``repeat`` rounds of both sides; which side goes first alternates every round, and
+    ``settle()`` runs before each measurement."""
+    runs: list[Run] = []
+    for n in range(repeat):
+        for measure in [ours, shell] if n % 2 == 0 else [shell, ours]:
+            settle()
+            run = measure(n)
+            runs.append(run)
+            log(f"{step} {run.side} #{n + 1}: {run.seconds:.1f} s, {run.rss_mib:.1f} MiB peak")
+    return runs
+
+
+class TreeSampler:
+    """Samples the RSS of a process and all its descendants every 50 ms (psutil): the peak of
+    their sum, the peak per process name, and the last CPU seconds seen per descendant."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_total = 0.0
+        self.peak_by_name: dict[str, float] = {}
+        self._cpu: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self._stop.is_set():
+            total = 0.0
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                break
+            for proc in procs:
+                try:
+                    rss = proc.memory_info().rss / MIB
+                    name = proc.name()
+                    cpu = proc.cpu_times()
+                except psutil.Error:
+                    continue
+                total += rss
+                self.peak_by_name[name] = max(self.peak_by_name.get(name, 0.0), rss)
+                if proc.pid != self.pid:
+                    self._cpu[proc.pid] = (name, cpu.user + cpu.system)
+            self.peak_total = max(self.peak_total, total)
+            self._stop.wait(0.05)
+
+    def cpu_seconds(self, name: str) -> float:
+        """User + system CPU seconds of the descendants called ``name`` (as last sampled)."""
+        return sum(cpu for n, cpu in self._cpu.values() if n == name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_sampled(args: list[str], stdin: bytes = b"") -> tuple[float, bytes, TreeSampler]:
+    """Run ``args``, sampling its process tree; (seconds, stdout, sampler)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out, stderr=err)
+        sampler = TreeSampler(proc.pid)
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+        code = proc.wait()
+        seconds = time.perf_counter() - t0
+        sampler.stop()
+        if code != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace").strip()[-2000:]
+            raise BenchError(f"{args[0]} failed (exit {code}):\n{tail}")
+        out.seek(0)
+        return seconds, out.read(), sampler
+
+
 class Bench:
     """The lab, the keys and the measurements of one benchmark run."""
 
@@ -312,17 +444,9 @@ class Bench:
         self.tables: dict[str, int] = {}
 
     def tool_wrappers(self) -> Path:
-        """A bin dir whose pg_dump / pg_restore exec the real ones under GNU time, so the peak
-        RSS of the tool our engine runs can be reported next to our own (a few ms of overhead)."""
-        wrapped = self.work / "bin"
-        wrapped.mkdir()
-        for name in ("pg_dump", "pg_restore"):
-            real = self.source.tool(name)
-            script = wrapped / name
-            command = shlex.join(under_time([real], self.tool_time_file))
-            script.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
-            script.chmod(0o755)
-        return wrapped
+        """pg_dump / pg_restore under GNU time (see wrap_tools)."""
+        tools = {name: self.source.tool(name) for name in ("pg_dump", "pg_restore")}
+        return wrap_tools(self.work / "bin", tools, self.tool_time_file)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -357,32 +481,9 @@ class Bench:
         return result
 
     def shell(self, pipeline: str, what: str, **fields: Any) -> Run:
-        """Run ``pipeline`` under bash -o pipefail: wall seconds, the peak RSS of its largest
-        process and the CPU seconds of all of them."""
-        time_file = self.work / "shell.time"
-        seconds, _ = run_command(
-            under_time(["bash", "-o", "pipefail", "-c", pipeline], time_file),
-            what=what,
-            env=self.source.client_env(),  # PGPASSWORD, as our engine passes it
-        )
-        measured = read_time_file(time_file)
-        assert measured is not None
-        rss, cpu = measured
-        return Run(side="shell", seconds=seconds, rss_mib=rss, cpu_seconds=cpu, **fields)
-
-    @staticmethod
-    def ours(r: dict[str, Any], **fields: Any) -> Run:
-        """The Run of one child's report."""
-        return Run(
-            side="ours",
-            seconds=r["seconds"],
-            rss_mib=r["rss_mib"],
-            cpu_seconds=r["cpu_seconds"] + (r["tool_cpu_seconds"] or 0.0),
-            tool_rss_mib=r["tool_rss_mib"],
-            dump_bytes=r["dump_bytes"],
-            extra={k: r[k] for k in EXTRA_KEYS},
-            **fields,
-        )
+        """Run ``pipeline`` with PGPASSWORD in the environment, as our engine passes it."""
+        env = self.source.client_env()
+        return shell_run(pipeline, what, self.work / "shell.time", env, **fields)
 
     def admin(self, statement: str, dbname: str = "postgres") -> None:
         import psycopg
@@ -436,7 +537,7 @@ class Bench:
             shutil.rmtree(self.last_ours["store"], ignore_errors=True)
         self.last_ours = {"store": str(store), "manifest_key": r["manifest_key"]}
         self.tables = r["tables"]
-        return self.ours(r, stored_bytes=r["stored_bytes"])
+        return ours_run(r, stored_bytes=r["stored_bytes"])
 
     def backup_shell(self, n: int) -> Run:
         out_file = self.work / f"shell-{n}.zst.age"
@@ -460,7 +561,7 @@ class Bench:
             r = self.child("restore", dbname=dbname, **self.last_ours)
         finally:
             self.drop(dbname)
-        return self.ours(r, count_seconds=r["count_seconds"])
+        return ours_run(r, count_seconds=r["count_seconds"])
 
     def restore_shell(self, n: int) -> Run:
         from siprec_backup.lab import row_counts
@@ -490,15 +591,8 @@ class Bench:
     def alternate(
         self, step: str, ours: Callable[[int], Run], shell: Callable[[int], Run], repeat: int
     ) -> list[Run]:
-        """``repeat`` rounds of both sides; which side goes first alternates every round."""
-        runs: list[Run] = []
-        for n in range(repeat):
-            for measure in [ours, shell] if n % 2 == 0 else [shell, ours]:
-                self.settle()
-                run = measure(n)
-                runs.append(run)
-                log(f"{step} {run.side} #{n + 1}: {run.seconds:.1f} s, {run.rss_mib:.1f} MiB peak")
-        return runs
+        """``repeat`` rounds of both sides, a CHECKPOINT before each run."""
+        return alternate(step, ours, shell, repeat, self.settle)
 
 
 # --- summary and report -----------------------------------------------------------------------
@@ -543,14 +637,14 @@ def summarize(step: str, db_bytes: int, runs: list[Run]) -> dict[str, Any]:
     return out
 
 
-def table(summaries: list[dict[str, Any]]) -> str:
-    """The side-by-side table."""
-    head = ("step", "DB MB", "dump MB", "side", "seconds", "MB/s", "ours/shell", "CPU s")
-    head += ("peak RSS MB",)
+def table(summaries: list[dict[str, Any]], sizes: tuple[str, str] = ("DB MB", "dump MB")) -> str:
+    """The side-by-side table; ``sizes`` names the columns of ``db_bytes`` and ``dump_bytes``,
+    a summary's ``tool`` the program our engine ran (default: pg_dump / pg_restore)."""
+    head = ("step", *sizes, "side", "seconds", "MB/s", "ours/shell", "CPU s", "peak RSS MB")
     rows: list[tuple[str, ...]] = [head]
     for s in summaries:
         o, sh = s["ours"], s["shell"]
-        tool = "pg_dump" if s["step"].startswith("backup") else "pg_restore"
+        tool = s.get("tool") or ("pg_dump" if s["step"].startswith("backup") else "pg_restore")
         rss = f"{o['peak_rss_mib']:.1f} (median {o['median_peak_rss_mib']:.1f})"
         if o["tool_peak_rss_mib"] is not None:
             rss += f" + {tool} {o['tool_peak_rss_mib']:.1f}"
@@ -576,8 +670,11 @@ def table(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def verdicts(summaries: list[dict[str, Any]]) -> list[tuple[str, bool | None]]:
-    """The issue's targets, each with whether this run met it."""
+def verdicts(
+    summaries: list[dict[str, Any]], flat: str = "backup"
+) -> list[tuple[str, bool | None]]:
+    """The issue's targets, each with whether this run met it: per step throughput and peak
+    RSS; then "flat memory" between the first and the last step named ``flat...``."""
     checks: list[tuple[str, bool | None]] = []
     for s in summaries:
         ratio = s["ratio"]
@@ -591,32 +688,69 @@ def verdicts(summaries: list[dict[str, Any]]) -> list[tuple[str, bool | None]]:
         checks.append(
             (f"{s['step']}: our peak RSS {rss:.1f} MB < {MAX_RSS_MIB:.0f} MB", rss < MAX_RSS_MIB)
         )
-    backups = [s for s in summaries if s["step"].startswith("backup")]
-    if len(backups) == 2:
-        small, big = backups[0]["ours"], backups[1]["ours"]
-        factor = backups[1]["db_bytes"] / backups[0]["db_bytes"]
+    compared = [s for s in summaries if s["step"].startswith(flat)]
+    if len(compared) >= 2:
+        checks += growth_checks(flat, compared[0], compared[-1])
+    return checks
+
+
+def growth_checks(
+    what: str, small_step: dict[str, Any], big_step: dict[str, Any]
+) -> list[tuple[str, bool | None]]:
+    """Our memory is flat: the median peak at the larger size is at most RSS_TOLERANCE_MIB
+    above the smaller's, and within each run at the larger size the second half's peak is at
+    most that much above the first half's (runs under MIN_SECONDS_FOR_GROWTH s not judged)."""
+    small, big = small_step["ours"], big_step["ours"]
+    factor = big_step["db_bytes"] / small_step["db_bytes"]
+    checks: list[tuple[str, bool | None]] = [
+        (
+            f"{what} at {factor:.1f}x the size: median peak RSS "
+            f"{big['median_peak_rss_mib']:.1f} MB <= {small['median_peak_rss_mib']:.1f} MB "
+            f"+ {RSS_TOLERANCE_MIB:.0f} MB noise (maxima {big['peak_rss_mib']:.1f} and "
+            f"{small['peak_rss_mib']:.1f} MB)",
+            big["median_peak_rss_mib"] <= small["median_peak_rss_mib"] + RSS_TOLERANCE_MIB,
+        )
+    ]
+    growth = big["rss_growth_in_run_mib"]
+    flat = f"{what} at {factor:.1f}x the size: our RSS flat within each run"
+    if growth is None:
+        checks.append((f"{flat}: runs under {MIN_SECONDS_FOR_GROWTH:.0f} s, not judged", None))
+    else:
         checks.append(
             (
-                f"backup at {factor:.1f}x the database: median peak RSS "
-                f"{big['median_peak_rss_mib']:.1f} MB <= {small['median_peak_rss_mib']:.1f} MB "
-                f"+ {RSS_TOLERANCE_MIB:.0f} MB noise (maxima {big['peak_rss_mib']:.1f} and "
-                f"{small['peak_rss_mib']:.1f} MB)",
-                big["median_peak_rss_mib"] <= small["median_peak_rss_mib"] + RSS_TOLERANCE_MIB,
+                f"{flat} (2nd-half peak - 1st-half peak {growth:+.1f} MB "
+                f"<= {RSS_TOLERANCE_MIB:.0f} MB)",
+                growth <= RSS_TOLERANCE_MIB,
             )
         )
-        growth = big["rss_growth_in_run_mib"]
-        flat = f"backup at {factor:.1f}x the database: our RSS flat within each run"
-        if growth is None:
-            checks.append((f"{flat}: runs under {MIN_SECONDS_FOR_GROWTH:.0f} s, not judged", None))
-        else:
-            checks.append(
-                (
-                    f"{flat} (2nd-half peak - 1st-half peak {growth:+.1f} MB "
-                    f"<= {RSS_TOLERANCE_MIB:.0f} MB)",
-                    growth <= RSS_TOLERANCE_MIB,
-                )
-            )
     return checks
+
+
+def print_checks(checks: list[tuple[str, bool | None]]) -> bool:
+    """Print each target as PASS / MISS / n/a; True if none was missed."""
+    for text, ok in checks:
+        print(f"  {'n/a ' if ok is None else 'PASS' if ok else 'MISS'}  {text}")
+    return all(ok is not False for _, ok in checks)
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, ``timeout``) unwind like Ctrl-C, through every ``finally`` that
+    stops the servers a benchmark started."""
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
+def write_results(name: str, started: datetime, result: dict[str, Any]) -> Path:
+    """``result`` as ``benchmarks/results/<name>-<UTC timestamp>.json`` (no name: just the
+    timestamp); returns the path."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = f"{started:%Y%m%dT%H%M%SZ}"
+    out = RESULTS_DIR / (f"{name}-{stamp}.json" if name else f"{stamp}.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return out
 
 
 def versions(pg_dump: str) -> dict[str, str]:
@@ -661,6 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     from siprec_backup.lab import Lab
     from siprec_backup.lab.postgres import PostgresPrimary
 
+    stop_on_sigterm()
     root = args.dir.resolve()
     lab = Lab(root, services=[PostgresPrimary()])  # no replica: nothing measured involves it
     if root.exists() and any(root.iterdir()):
@@ -700,16 +835,13 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(report)
         print()
-        for text, ok in checks:
-            print(f"  {'n/a ' if ok is None else 'PASS' if ok else 'MISS'}  {text}")
+        print_checks(checks)
         print()
         print(
             f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
             f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; "
             f"{os.cpu_count()} CPUs; medians of {args.repeat} runs; MB = MiB"
         )
-        RESULTS_DIR.mkdir(exist_ok=True)
-        out = RESULTS_DIR / f"{started:%Y%m%dT%H%M%SZ}.json"
         result = {
             "started_at": started.isoformat(timespec="seconds"),
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -721,8 +853,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": runs,
             "table": report,
         }
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"results: {out}")
+        print(f"results: {write_results('', started, result)}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if args.keep:

@@ -14,6 +14,12 @@ side; for ours it is split into our Python process and the mariadb-dump it runs,
 own VmHWM is reported too. The targets: ours >= 0.9x the shell's throughput, our peak RSS < 150
 MiB, and no higher at the larger size.
 
+Then, at each size, the restore of each side's newest backup into a fresh database, alternating
+``--repeat`` times: ours ``run_restore`` (the ``mariadb`` client, then the row counts) in a child
+process, the shell ``age -d | zstd -d | mariadb <the flags MySQLRestore uses>`` under GNU time;
+a table, PASS / MISS verdicts and the JSON in ``benchmarks/results/mariadb-<time>.json``
+(benchmarks/README.md, issue 4).
+
 Each size has its own database ``siprec_bench_<MiB>``, so a later run with ``--keep`` reuses the
 seed of every size.
 
@@ -30,8 +36,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +47,33 @@ ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(ROOT))
 
-from backup_restore import RssSampler, _status_mib, log  # noqa: E402 - benchmarks/ on the path
+from backup_restore import (  # noqa: E402 - benchmarks/ on the path
+    BenchError,
+    RssSampler,
+    Run,
+    _status_mib,
+    alternate,
+    log,
+    measured,
+    ours_run,
+    print_checks,
+    run_command,
+    shell_run,
+    stop_on_sigterm,
+    summarize,
+    table,
+    verdicts,
+    wrap_tools,
+    write_results,
+)
+from backup_restore import run_sampled as measure  # noqa: E402
 
 DEFAULT_DIR = Path("/var/tmp/siprec-bench-mariadb-lab")
 MIB = 1 << 20
 MIN_THROUGHPUT_RATIO = 0.9
 MAX_RSS_MIB = 150.0
+CLUSTER = "bench"
+SOURCE_NAME = "m"
 
 
 # --- the child process: one run of our engine -------------------------------------------------
@@ -70,7 +98,9 @@ def child_main() -> None:
     store = LocalStore(p["store"])
     with RssSampler() as sampler:
         t0 = time.perf_counter()
-        manifest = run_backup(MySQLSource(target), store, key, cluster="bench", source_name="m")
+        manifest = run_backup(
+            MySQLSource(target), store, key, cluster=CLUSTER, source_name=SOURCE_NAME
+        )
         seconds = time.perf_counter() - t0
     print(
         json.dumps(
@@ -86,66 +116,138 @@ def child_main() -> None:
     )
 
 
+def child_restore_main() -> None:
+    """Run ``run_restore`` of the newest backup in the store once into a fresh database;
+    parameters (with the password) as JSON on stdin. The row count it ends with is timed apart
+    by wrapping ``MySQLTarget.restored_counts``."""
+    from siprec_backup.catalog import find_backup
+    from siprec_backup.restore import run_restore
+    from siprec_backup.sources.mysql import MySQLTarget
+    from siprec_backup.storage import LocalStore
+    from siprec_backup.stream import MasterKey
+
+    p = json.load(sys.stdin)
+    target = MySQLTarget(
+        host=p["host"],
+        port=p["port"],
+        user=p["user"],
+        password=p["password"],
+        databases=(p["source_db"],),
+        database=p["database"],
+        bin_dir=Path(p["bin_dir"]),  # the mariadb client under GNU time (wrap_tools)
+    )
+    key = MasterKey(p["key_id"], bytes.fromhex(p["key_hex"]))
+    store = LocalStore(p["store"])
+    manifest = find_backup(store, "", CLUSTER, SOURCE_NAME)
+    count_seconds: list[float] = []
+    count_rows = MySQLTarget.restored_counts
+
+    def timed_count(self: MySQLTarget, tables: dict[str, int]) -> dict[str, int]:
+        c0 = time.perf_counter()
+        try:
+            return count_rows(self, tables)
+        finally:
+            count_seconds.append(time.perf_counter() - c0)
+
+    MySQLTarget.restored_counts = timed_count  # type: ignore[method-assign]
+    result, report = measured(p, lambda: run_restore(store, manifest, key, target))
+    print(
+        json.dumps(
+            {
+                "count_seconds": sum(count_seconds),
+                "dump_bytes": result.plaintext_bytes,
+                "tables": result.tables,
+                **report,
+            }
+        )
+    )
+
+
 # --- the parent -------------------------------------------------------------------------------
 
 
-class TreeSampler:
-    """Samples the RSS of a process and all its descendants every 50 ms (psutil)."""
+class Restores:
+    """The restore step at one size: each side restores its own newest backup (``ours`` in
+    ``store``, the shell's in ``shell_file``) into a fresh database of the lab MariaDB."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak_total = 0.0
-        self.peak_by_name: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+    def __init__(self, ep: Any, work: Path, key: Any, identity: Path) -> None:
+        self.ep, self.work, self.key, self.identity = ep, work, key, identity
+        self.store = work / "ours"
+        self.shell_file = work / "shell.sql.zst.age"
+        self.tool_time_file = work / "mariadb.time"
+        client = ep.target().tool("mariadb", "mysql")
+        self.client = client
+        self.bin_dir = wrap_tools(work / "bin", {"mariadb": client}, self.tool_time_file)
+        self.source_db = ""
+        self.source_rows: dict[str, int] = {}
 
-    def _run(self) -> None:
-        import psutil
+    def admin(self, statement: str) -> None:
+        with self.ep.connect(admin=True) as conn, conn.cursor() as cur:
+            cur.execute(statement)
 
+    def settle(self) -> None:
+        """Same start for every run: the last run's files written back. (InnoDB's own dirty
+        pages are left to it: MariaDB 10.11 does not flush them on demand, and a dropped
+        database's pages are discarded, not written.)"""
+        os.sync()
+
+    def check_rows(self, db: str) -> None:
+        """The restored database holds the seeded rows (a sanity check, not timed)."""
+        from siprec_backup.lab.mariadb import mariadb_row_counts
+
+        want = {k.split(".", 1)[1]: v for k, v in self.source_rows.items()}
+        got = {k.split(".", 1)[1]: v for k, v in mariadb_row_counts(self.ep, db).items()}
+        if got != want:
+            raise BenchError(f"restore into {db}: rows {got} differ from the seed's {want}")
+
+    def ours(self, n: int) -> Run:
+        db = "siprec_restore_ours"
+        self.admin(f"DROP DATABASE IF EXISTS `{db}`")
+        params = {
+            "host": self.ep.host,
+            "port": self.ep.port,
+            "user": self.ep.user,
+            "password": self.ep.password,
+            "source_db": self.source_db,
+            "database": db,
+            "bin_dir": str(self.bin_dir),
+            "store": str(self.store),
+            "key_id": self.key.key_id,
+            "key_hex": self.key.material.hex(),
+            "tool_time_file": str(self.tool_time_file),
+        }
+        self.tool_time_file.unlink(missing_ok=True)
         try:
-            root = psutil.Process(self.pid)
-        except psutil.Error:
-            return
-        while not self._stop.is_set():
-            total = 0.0
-            try:
-                procs = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                break
-            for proc in procs:
-                try:
-                    rss = proc.memory_info().rss / MIB
-                    name = proc.name()
-                except psutil.Error:
-                    continue
-                total += rss
-                self.peak_by_name[name] = max(self.peak_by_name.get(name, 0.0), rss)
-            self.peak_total = max(self.peak_total, total)
-            self._stop.wait(0.05)
+            wall, out = run_command(
+                [sys.executable, __file__, "--child-restore"],
+                what="our restore",
+                stdin=json.dumps(params).encode(),
+            )
+            self.check_rows(db)
+        finally:
+            self.admin(f"DROP DATABASE IF EXISTS `{db}`")
+        r = json.loads(out)
+        r["child_wall_seconds"] = wall
+        return ours_run(r, count_seconds=r["count_seconds"])
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def measure(args: list[str], stdin: bytes = b"") -> tuple[float, bytes, TreeSampler]:
-    """Run ``args``, sampling its process tree; (seconds, stdout, sampler)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out, stderr=err)
-        sampler = TreeSampler(proc.pid)
-        assert proc.stdin is not None
-        proc.stdin.write(stdin)
-        proc.stdin.close()
-        code = proc.wait()
-        seconds = time.perf_counter() - t0
-        sampler.stop()
-        if code != 0:
-            err.seek(0)
-            raise RuntimeError(f"{args[0]} failed ({code}): {err.read().decode()[-2000:]}")
-        out.seek(0)
-        return seconds, out.read(), sampler
+    def shell(self, n: int) -> Run:
+        db = "siprec_restore_shell"
+        self.admin(f"DROP DATABASE IF EXISTS `{db}`")
+        self.admin(f"CREATE DATABASE `{db}` CHARACTER SET utf8mb4")
+        target = self.ep.target()
+        try:
+            with target.options_file() as options:
+                client = [self.client, *target.client_args(options), "--batch", "--silent"]
+                pipeline = (
+                    f"age -d -i {shlex.quote(str(self.identity))} "
+                    f"{shlex.quote(str(self.shell_file))} | zstd -d -q -c | "
+                    f"{shlex.join(client)} --database={db}"
+                )
+                run = shell_run(pipeline, "shell restore", self.work / "shell.time")
+            self.check_rows(db)
+        finally:
+            self.admin(f"DROP DATABASE IF EXISTS `{db}`")
+        return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,22 +263,28 @@ def main(argv: list[str] | None = None) -> int:
     from siprec_backup.sources.mysql import dump_flags, tool_version
     from siprec_backup.stream import MasterKey
 
+    stop_on_sigterm()
+    started = datetime.now(UTC)
     lab = Lab(opts.dir, services=[MariaDBPrimary()])
-    state = lab.up()
-    ep = state.mariadb()
-    target = ep.target()
     key = MasterKey.generate("bench")
     work = Path(tempfile.mkdtemp(prefix="siprec-mysql-bench-", dir="/var/tmp"))
-    identity = work / "age.key"
-    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
-    recipient = subprocess.run(
-        ["age-keygen", "-y", str(identity)], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    dump_tool = target.tool("mariadb-dump", "mysqldump")
-    flags = dump_flags(tool_version(dump_tool))
     results: list[dict[str, Any]] = []
-    print(f"load average before: {os.getloadavg()}")
+    restore_summaries: list[dict[str, Any]] = []
+    restore_runs: dict[str, list[dict[str, Any]]] = {}
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before}")
     try:
+        state = lab.up(prefect=False)
+        ep = state.mariadb()
+        target = ep.target()
+        identity = work / "age.key"
+        subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+        recipient = subprocess.run(
+            ["age-keygen", "-y", str(identity)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        dump_tool = target.tool("mariadb-dump", "mysqldump")
+        flags = dump_flags(tool_version(dump_tool))
+        restores = Restores(ep, work, key, identity)
         for size in [int(s) for s in opts.sizes.split(",")]:
             t0 = time.monotonic()
             db = f"siprec_bench_{size}"  # one database per size: kept and reused with --keep
@@ -189,10 +297,10 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(opts.repeat):
                 order = ["ours", "shell"] if i % 2 == 0 else ["shell", "ours"]
                 for side in order:
-                    store = work / "store"
-                    subprocess.run(["rm", "-rf", str(store)], check=True)
-                    store.mkdir()
                     if side == "ours":
+                        store = restores.store  # the newest backup stays for the restore step
+                        subprocess.run(["rm", "-rf", str(store)], check=True)
+                        store.mkdir()
                         params = {
                             "host": ep.host,
                             "port": ep.port,
@@ -227,9 +335,10 @@ def main(argv: list[str] | None = None) -> int:
                                 shlex.quote(a)
                                 for a in [dump_tool, *target.client_args(options), *flags]
                             )
+                            out_file = shlex.quote(str(restores.shell_file))
                             pipeline = (
                                 f"{cmd} {shlex.quote(db)} | zstd -3 -q | "
-                                f"age -r {shlex.quote(recipient)} > {shlex.quote(str(store / 'x'))}"
+                                f"age -r {shlex.quote(recipient)} > {out_file}"
                             )
                             wall, _out, tree = measure(["bash", "-o", "pipefail", "-c", pipeline])
                         run = {
@@ -257,11 +366,19 @@ def main(argv: list[str] | None = None) -> int:
             summary["shell_mbs"] = summary["dump_mib"] / summary["shell_s"]
             summary["ratio"] = summary["ours_mbs"] / summary["shell_mbs"]
             results.append(summary)
+            # Restore: each side its own newest backup of this same database state.
+            restores.source_db, restores.source_rows = db, stats.rows
+            step = f"restore {round(stats.mb)} MiB"
+            r = alternate(step, restores.ours, restores.shell, opts.repeat, restores.settle)
+            restore_runs[step] = [asdict(x) for x in r]
+            restore_summaries.append({**summarize(step, stats.bytes, r), "tool": "mariadb"})
     finally:
         subprocess.run(["rm", "-rf", str(work)], check=False)
         if not opts.keep:
             lab.down()
-    print(f"load average after: {os.getloadavg()}")
+    load_after = os.getloadavg()
+    print(f"load average after: {load_after}")
+    print("\nbackup")
     print(
         f"{'DB MiB':>7} {'dump MiB':>8} {'ours MB/s':>9} {'shell MB/s':>10} {'ratio':>5} "
         f"{'ours py RSS':>11} {'(VmHWM)':>7} {'+dump':>6} {'tree':>6} {'shell tree':>10}"
@@ -291,12 +408,34 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {'PASS' if flat else 'MISS'}  RSS flat: {small:.1f} -> {large:.1f} MiB (+2 noise)"
         )
-    print(json.dumps(results, indent=1))
+    print("\nrestore (age -d | zstd -d | mariadb, each side its own backup)")
+    report = table(restore_summaries, sizes=("DB MB", "dump MB"))
+    print(report)
+    checks = verdicts(restore_summaries, flat="restore")
+    ok &= print_checks(checks)
+    results_file = write_results(
+        "mariadb",
+        started,
+        {
+            "started_at": started.isoformat(timespec="seconds"),
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()},
+            "cpus": os.cpu_count(),
+            "load_average": {"before": load_before, "after": load_after},
+            "backup": results,
+            "restore": restore_summaries,
+            "restore_targets": [{"target": t, "met": met} for t, met in checks],
+            "restore_runs": restore_runs,
+            "restore_table": report,
+        },
+    )
+    print(f"results: {results_file}")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--child"]:
         child_main()
+    elif sys.argv[1:] == ["--child-restore"]:
+        child_restore_main()
     else:
         sys.exit(main())

@@ -12,6 +12,11 @@ Throughput is source bytes per second; peak RSS is the largest sum of RSS over t
 second backup is timed against the last full one. Results go to stdout and
 ``benchmarks/results/recordings-<timestamp>.json``.
 
+At each size, after the backups, each side's newest backup is restored, alternating
+``--repeat`` times: ours ``run_recordings_restore`` into an empty directory (every file's sha256
+checked) in a child process, the shell ``age -d | zstd -d | tar -x`` under GNU time
+(benchmarks/README.md, issue 4).
+
 Usage: .venv/bin/python benchmarks/recordings_backup.py --sizes 256 1024
 """
 
@@ -21,12 +26,14 @@ import argparse
 import json
 import os
 import random
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,10 +46,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from backup_restore import (  # a script next to this one
     MAX_RSS_MIB,
     MIN_THROUGHPUT_RATIO,
-    RESULTS_DIR,
     BenchError,
+    Run,
+    alternate,
     log,
+    measured,
+    ours_run,
+    print_checks,
+    run_command,
+    shell_run,
+    stop_on_sigterm,
+    summarize,
+    verdicts,
+    write_results,
 )
+from backup_restore import table as restore_table
 
 from siprec_backup.lab.recordings import compressed_audio_bytes, wav_bytes
 
@@ -145,9 +163,9 @@ def measure(args: list[str], env: dict[str, str] | None = None) -> tuple[float, 
     return seconds, peak, stdout
 
 
-def write_params(params_file: Path, root: Path, store: Path, key: Any) -> None:
+def write_params(params_file: Path, root: Path, store: Path, key: Any, **extra: str) -> None:
     """The child's parameters, the key included: a file readable by us only, not argv."""
-    params = {"root": str(root), "store": str(store), "key_id": key.key_id}
+    params = {"root": str(root), "store": str(store), "key_id": key.key_id, **extra}
     params["key_hex"] = key.material.hex()
     params_file.write_text(json.dumps(params))
     params_file.chmod(0o600)
@@ -178,24 +196,121 @@ def child(params_file: str) -> None:
     )
 
 
+def child_restore(params_file: str) -> None:
+    """One restore of the newest backup in the store (the child process), every file's sha256
+    checked; prints what ``measured`` reports as JSON."""
+    from siprec_backup.catalog import find_backup
+    from siprec_backup.recordings import run_recordings_restore
+    from siprec_backup.storage import LocalStore
+    from siprec_backup.stream import MasterKey
+
+    params = json.loads(Path(params_file).read_text())
+    key = MasterKey(params["key_id"], bytes.fromhex(params["key_hex"]))
+    store = LocalStore(params["store"])
+    manifest = find_backup(store, "", "bench", "rec")
+    target = Path(params["root"])
+    result, report = measured(
+        params, lambda: run_recordings_restore(store, "", manifest, key, target)
+    )
+    print(json.dumps({"dump_bytes": result.plaintext_bytes, "tables": result.tables, **report}))
+
+
+class Restores:
+    """The restore step at one size: ours restores the newest backup in ``store`` into an empty
+    directory, the shell extracts its own archive of the same tree with
+    ``age -d | zstd -d | tar -x``."""
+
+    def __init__(
+        self,
+        work: Path,
+        identity: Path,
+        key: Any,
+        store: Path,
+        archive: Path,
+        stats: dict[str, int],
+    ) -> None:
+        self.work, self.identity, self.key, self.stats = work, identity, key, stats
+        self.store, self.archive = store, archive
+
+    def settle(self) -> None:
+        """Same start for every run: the last run's files written back."""
+        os.sync()
+
+    def ours(self, n: int) -> Run:
+        target = self.work / "restore-ours"
+        shutil.rmtree(target, ignore_errors=True)
+        params_file = self.work / "restore-params.json"
+        no_tool = str(self.work / "none.time")  # measured() reads it; no external tool here
+        write_params(params_file, target, self.store, self.key, tool_time_file=no_tool)
+        try:
+            wall, out = run_command(
+                [sys.executable, __file__, "--child-restore", str(params_file)],
+                what="our restore",
+            )
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
+        r = json.loads(out)
+        r["child_wall_seconds"] = wall
+        return ours_run(r)
+
+    def shell(self, n: int) -> Run:
+        target = self.work / "restore-shell"
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir()
+        pipeline = (
+            f"age -d -i {shlex.quote(str(self.identity))} {shlex.quote(str(self.archive))} | "
+            f"zstd -d -q -c | tar -xf - -C {shlex.quote(str(target))}"
+        )
+        try:
+            run = shell_run(pipeline, "shell restore", self.work / "shell.time")
+            got = tree_stats(target)  # a sanity check, not timed
+            if (got["files"], got["bytes"]) != (self.stats["files"], self.stats["bytes"]):
+                raise BenchError(f"shell restore: {got} differs from the tree's {self.stats}")
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
+        return run
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024], help="MiB")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-restore", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child)
         return 0
+    if args.child_restore:
+        child_restore(args.child_restore)
+        return 0
     for tool in ("tar", "zstd", "age", "age-keygen"):
         if shutil.which(tool) is None:
             raise BenchError(f"{tool} is not installed (apt-get install -y {tool})")
-    from siprec_backup.stream import MasterKey
 
+    stop_on_sigterm()
+    started = datetime.now(UTC)
     work = args.dir
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    try:
+        report = run_all(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(table(report["sizes"], report["incremental"]))
+    print("\nrestore (age -d | zstd -d | tar -x; ours: every file's sha256 checked)")
+    print(report["restore_table"])
+    ok = print_checks(verdicts(report["restore"], flat="restore"))
+    log(f"results: {write_results('recordings', started, report)}")
+    return 0 if ok else 1
+
+
+def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Every measurement, in ``work``: per size the backups, then the restores of the newest
+    backup of each side; at the end the incremental backup. The JSON report."""
+    from siprec_backup.stream import MasterKey
+
     identity = work / "age.key"
     subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
     recipient = subprocess.run(
@@ -204,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     key = MasterKey.generate("bench")
     params_file = work / "params.json"
     root = work / "spool"
+    archive = work / "shell.tar.zst.age"
     results: list[dict[str, Any]] = []
+    restores: list[dict[str, Any]] = []
+    restore_runs: dict[str, list[dict[str, Any]]] = {}
     written = 0
     for seed, size in enumerate(sorted(args.sizes)):
         log(f"writing the spool up to {size} MiB")
@@ -224,18 +342,23 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     facts = json.loads(out)
                     ours.append({"seconds": secs, "rss_mib": rss, **facts})
-                else:
-                    out_file = work / "shell.tar.zst.age"
-                    cmd = f"tar -cf - -C {root} . | zstd -3 -q | age -r {recipient} > {out_file}"
+                else:  # the newest archive stays for the restore step
+                    cmd = f"tar -cf - -C {root} . | zstd -3 -q | age -r {recipient} > {archive}"
                     secs, rss, _ = measure(["bash", "-o", "pipefail", "-c", cmd])
                     shell.append(
-                        {"seconds": secs, "rss_mib": rss, "stored_bytes": out_file.stat().st_size}
+                        {"seconds": secs, "rss_mib": rss, "stored_bytes": archive.stat().st_size}
                     )
-                    out_file.unlink()
                 log(f"{size} MiB {side}: {secs:.2f} s, peak RSS {rss:.1f} MiB")
         results.append(summary(size, stats, ours, shell))
-        for i in range(args.repeat - 1):  # keep the last store for the incremental run
+        for i in range(args.repeat - 1):  # keep the last store for the restores and incremental
             shutil.rmtree(work / f"store-{size}-{i}", ignore_errors=True)
+        step = f"restore {stats['bytes'] / MIB:.0f} MiB"
+        last_store = work / f"store-{size}-{args.repeat - 1}"
+        bench = Restores(work, identity, key, last_store, archive, stats)
+        r = alternate(step, bench.ours, bench.shell, args.repeat, bench.settle)
+        restore_runs[step] = [asdict(x) for x in r]
+        restores.append({**summarize(step, stats["bytes"], r), "tool": "-"})
+        archive.unlink()
     # Incremental: 1% new content, our second backup against the last full one.
     last = sorted(args.sizes)[-1]
     store = work / f"store-{last}-{args.repeat - 1}"
@@ -245,14 +368,16 @@ def main(argv: list[str] | None = None) -> int:
     facts = json.loads(out)
     incremental = {"added_bytes": added, "seconds": secs, "rss_mib": rss, **facts}
     log(f"incremental after +{added / MIB:.1f} MiB: {secs:.2f} s")
-    report = {"sizes": results, "incremental": incremental, "host_cpus": os.cpu_count()}
-    print(table(results, incremental))
-    RESULTS_DIR.mkdir(exist_ok=True)
-    out_json = RESULTS_DIR / f"recordings-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out_json.write_text(json.dumps(report, indent=2))
-    log(f"results: {out_json}")
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
+    checks = verdicts(restores, flat="restore")
+    return {
+        "sizes": results,
+        "incremental": incremental,
+        "host_cpus": os.cpu_count(),
+        "restore": restores,
+        "restore_targets": [{"target": t, "met": ok} for t, ok in checks],
+        "restore_runs": restore_runs,
+        "restore_table": restore_table(restores, sizes=("tree MB", "files MB")),
+    }
 
 
 def summary(

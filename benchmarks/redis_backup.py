@@ -15,6 +15,11 @@ of RSS over the measured process tree (psutil, sampled every 20 ms). A third sid
 ``ours-noscan``, runs our backup with the RDB key scanner switched off, to show what the scan
 costs. Results go to stdout and ``benchmarks/results/redis-<timestamp>.json``.
 
+Then, at each size, the restore of each side's newest backup, alternating ``--repeat`` times:
+ours ``run_restore`` into an empty redis-server (scratch server, DUMP / RESTORE) in a child
+process; the shell ``age -d | zstd -d > dump.rdb`` and a redis-server started on that file,
+timed until loaded. Different work, see benchmarks/README.md (issue 4).
+
 Usage: .venv/bin/python benchmarks/redis_backup.py --sizes 256 1024
 """
 
@@ -33,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +48,24 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.backup_restore import MAX_RSS_MIB, MIN_THROUGHPUT_RATIO  # noqa: E402
+from benchmarks.backup_restore import (  # noqa: E402
+    MAX_RSS_MIB,
+    MIN_THROUGHPUT_RATIO,
+    BenchError,
+    Run,
+    alternate,
+    log,
+    measured,
+    ours_run,
+    print_checks,
+    run_sampled,
+    shell_run,
+    stop_on_sigterm,
+    summarize,
+    table,
+    verdicts,
+    write_results,
+)
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 MIB = 1 << 20
@@ -70,8 +93,8 @@ def child_main() -> None:
             def result(self) -> rdb.RdbSummary:
                 return rdb.RdbSummary(bytes_scanned=-1)
 
-        redis_source.RdbCounter = _NoScan  # type: ignore[misc]
-        redis_source.RedisDump.finish = lambda self: redis_source.DumpFacts()  # type: ignore[method-assign]
+        redis_source.RdbCounter = _NoScan  # type: ignore[attr-defined]
+        redis_source.RedisDump.finish = lambda self: redis_source.DumpFacts()  # type: ignore[attr-defined,method-assign]
     target = RedisTarget(host="127.0.0.1", port=params["port"], password=params["password"])
     key = MasterKey("bench", bytes.fromhex(params["key_hex"]))
     t0 = time.perf_counter()
@@ -143,53 +166,71 @@ def run_measured(
 
 
 class Bench:
+    """The source Redis, the restore target and both sides' measurements. ``start()`` starts
+    the servers; ``close()`` stops every server started (also after a failure)."""
+
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.password = secrets.token_urlsafe(24)
         self.key_hex = secrets.token_hex(32)
-        identity = workdir / "age.key"
-        subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+        self.identity = workdir / "age.key"
+        subprocess.run(["age-keygen", "-o", str(self.identity)], check=True, capture_output=True)
         self.recipient = subprocess.run(
-            ["age-keygen", "-y", str(identity)], check=True, capture_output=True, text=True
+            ["age-keygen", "-y", str(self.identity)], check=True, capture_output=True, text=True
         ).stdout.strip()
-        from siprec_backup.lab._process import free_ports
-
-        self.port = free_ports(1)[0]
-        conf = workdir / "redis.conf"
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT, 0o600)
+        self.conf = workdir / "redis.conf"
+        fd = os.open(self.conf, os.O_WRONLY | os.O_CREAT, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(f'requirepass "{self.password}"\n')
-        self.server = subprocess.Popen(
-            [
-                "redis-server",
-                str(conf),
-                *("--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
-                *("--appendonly", "no", "--dir", str(workdir), "--maxmemory", "0"),
-                *("--repl-diskless-sync-delay", "0", "--logfile", str(workdir / "redis.log")),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.target = self._target()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.target.key_counts()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        self.servers: list[subprocess.Popen[bytes]] = []
+        self.expected_keys: dict[str, int] = {}  # keys per database in our newest backup
 
-    def _target(self) -> Any:
+    def start(self) -> None:
+        """The source server (seeded later) and the empty target our restore writes into."""
+        self.port = self.start_server(self.workdir / "source")
+        self.target = self._target(self.port)
+        self.restore_port = self.start_server(self.workdir / "restore-target")
+        self.restore_target = self._target(self.restore_port)
+        for target in (self.target, self.restore_target):
+            wait_loaded(target)
+
+    def start_server(self, data_dir: Path, dbfilename: str = "dump.rdb") -> int:
+        """A redis-server on a free loopback port with our password, loading ``data_dir`` /
+        ``dbfilename`` if it exists (never saving); its port."""
+        from siprec_backup.lab._process import free_ports
+
+        port = free_ports(1)[0]
+        data_dir.mkdir(exist_ok=True)
+        self.servers.append(
+            subprocess.Popen(
+                [
+                    "redis-server",
+                    str(self.conf),
+                    *("--port", str(port), "--bind", "127.0.0.1", "--save", ""),
+                    *("--appendonly", "no", "--dir", str(data_dir), "--maxmemory", "0"),
+                    *("--dbfilename", dbfilename, "--repl-diskless-sync-delay", "0"),
+                    *("--logfile", str(self.workdir / f"redis-{port}.log")),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        return port
+
+    def stop_server(self, server: subprocess.Popen[bytes]) -> None:
+        server.terminate()
+        server.wait(30)
+        self.servers.remove(server)
+
+    def _target(self, port: int) -> Any:
         from siprec_backup.sources.redis import RedisTarget
 
-        return RedisTarget(host="127.0.0.1", port=self.port, password=self.password)
+        return RedisTarget(host="127.0.0.1", port=port, password=self.password)
 
     def close(self) -> None:
-        self.server.terminate()
-        self.server.wait(30)
+        for server in list(self.servers):
+            self.stop_server(server)
 
     def used_mib(self) -> float:
         with self.target.client() as c:
@@ -206,7 +247,7 @@ class Bench:
         )
 
     def ours(self, noscan: bool = False) -> dict[str, Any]:
-        store = self.workdir / "store"
+        store = self.workdir / ("store-noscan" if noscan else "store")
         shutil.rmtree(store, ignore_errors=True)
         params = {
             "port": self.port,
@@ -221,6 +262,8 @@ class Bench:
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         result = json.loads(out)  # its "seconds" cover run_backup only (no interpreter start)
+        if not noscan:
+            self.expected_keys = result["tables"]
         return {"rss_mib": peak, "child_wall_seconds": seconds, **result}
 
     def shell(self) -> dict[str, Any]:
@@ -233,20 +276,143 @@ class Bench:
         seconds, peak, _ = run_measured(["bash", "-o", "pipefail", "-c", cmd], stdin=None, env=env)
         return {"seconds": seconds, "rss_mib": peak, "stored_bytes": out_file.stat().st_size}
 
+    # --- restore: each side its own newest backup --------------------------------------------
+
+    def settle(self) -> None:
+        """Same start for every restore run: the last run's files written back."""
+        os.sync()
+
+    def flush_target(self) -> None:
+        with self.restore_target.client() as c:
+            c.flushall()
+
+    def restore_ours(self, n: int) -> Run:
+        """run_restore into the empty target server, in a child; the scratch redis-server our
+        restore starts is sampled from here (its peak RSS and CPU go to the tool columns)."""
+        self.flush_target()
+        params = {
+            "port": self.restore_port,
+            "password": self.password,
+            "key_hex": self.key_hex,
+            "store": str(self.workdir / "store"),
+            "tool_time_file": str(self.workdir / "none.time"),  # no wrapped tool here
+        }
+        try:
+            wall, out, tree = run_sampled(
+                [sys.executable, __file__, "--child-restore"], json.dumps(params).encode()
+            )
+        finally:
+            self.flush_target()
+        r = json.loads(out)
+        r["child_wall_seconds"] = wall
+        r["tool_rss_mib"] = tree.peak_by_name.get("redis-server")
+        r["tool_cpu_seconds"] = tree.cpu_seconds("redis-server")
+        return ours_run(r)
+
+    def restore_shell(self, n: int) -> Run:
+        """``age -d | zstd -d > dump.rdb``, then a redis-server started on that file, timed
+        until it has loaded (INFO persistence, polled every 50 ms as our restore polls its
+        scratch server). That server is the restored target: like the target of ours, its
+        memory is not counted; its CPU is."""
+        data_dir = self.workdir / "shell-restore"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        data_dir.mkdir()
+        pipeline = (
+            f"age -d -i {shlex.quote(str(self.identity))} "
+            f"{shlex.quote(str(self.workdir / 'shell.rdb.zst.age'))} | zstd -d -q -c > "
+            f"{shlex.quote(str(data_dir / 'dump.rdb'))}"
+        )
+        run = shell_run(pipeline, "shell restore", self.workdir / "shell.time")
+        t0 = time.perf_counter()
+        port = self.start_server(data_dir)
+        server = self.servers[-1]
+        try:
+            target = self._target(port)
+            wait_loaded(target)
+            load_seconds = time.perf_counter() - t0
+            usage = psutil.Process(server.pid)
+            cpu = usage.cpu_times()
+            run.extra = {
+                "pipeline_seconds": run.seconds,
+                "load_seconds": load_seconds,
+                "server_rss_mib": usage.memory_info().rss / MIB,
+            }
+            run.seconds += load_seconds
+            run.cpu_seconds += cpu.user + cpu.system
+            check_keys(target.key_counts(), self.expected_keys)  # a sanity check, not timed
+        finally:
+            self.stop_server(server)
+            shutil.rmtree(data_dir, ignore_errors=True)
+        return run
+
+
+def check_keys(restored: dict[str, int], backed_up: dict[str, int]) -> None:
+    """The shell restore holds the keys of our backup of the same data: BenchError if not.
+    Keys with a TTL may expire in between (the seed's live at least an hour): fewer are
+    logged, not fatal."""
+    if set(restored) != set(backed_up) or any(restored[d] > backed_up[d] for d in restored):
+        raise BenchError(f"shell restore: keys {restored}, our backup has {backed_up}")
+    if restored != backed_up:
+        log(f"shell restore: keys {restored}, our backup had {backed_up} (expired since)")
+
+
+def wait_loaded(target: Any, timeout: float = 3600) -> None:
+    """Wait until ``target`` accepts commands and has loaded its RDB (INFO persistence)."""
+    import redis
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with target.client() as client:
+                if int(client.info("persistence")["loading"]) == 0:
+                    return
+        except (redis.ConnectionError, redis.BusyLoadingError, OSError):
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+def child_restore_main() -> None:
+    """Restore the newest backup of the store once into the target; parameters (with the
+    password) as JSON on stdin; what ``measured`` reports as JSON on stdout."""
+    params = json.load(sys.stdin)
+    from siprec_backup.catalog import find_backup
+    from siprec_backup.restore import run_restore
+    from siprec_backup.sources.redis import RedisTarget
+    from siprec_backup.storage import LocalStore
+    from siprec_backup.stream import MasterKey
+
+    target = RedisTarget(host="127.0.0.1", port=params["port"], password=params["password"])
+    key = MasterKey("bench", bytes.fromhex(params["key_hex"]))
+    store = LocalStore(params["store"])
+    manifest = find_backup(store, "", "bench", "redis")
+    result, report = measured(params, lambda: run_restore(store, manifest, key, target))
+    print(json.dumps({"dump_bytes": result.plaintext_bytes, "tables": result.tables, **report}))
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024], help="MiB of data")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-restore", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child_main()
         return
+    if args.child_restore:
+        child_restore_main()
+        return
+    stop_on_sigterm()
+    started = datetime.now(UTC)
     workdir = Path(tempfile.mkdtemp(prefix="siprec-redis-bench-", dir="/var/tmp"))
-    bench = Bench(workdir)
     rows: list[dict[str, Any]] = []
+    restores: list[dict[str, Any]] = []
+    restore_runs: dict[str, list[dict[str, Any]]] = {}
+    bench: Bench | None = None
     try:
+        bench = Bench(workdir)
+        bench.start()
         for size in sorted(args.sizes):
             bench.grow_to(size)
             runs: dict[str, list[dict[str, Any]]] = {"ours": [], "shell": [], "ours-noscan": []}
@@ -278,13 +444,29 @@ def main() -> None:
                 f" | peak RSS target < {MAX_RSS_MIB:.0f} MiB",
                 flush=True,
             )
+            # Restore: each side its own newest backup of this same data.
+            step = f"restore {size} MiB"
+            r = alternate(step, bench.restore_ours, bench.restore_shell, args.repeat, bench.settle)
+            restore_runs[step] = [asdict(x) for x in r]
+            restores.append({**summarize(step, size * MIB, r), "tool": "redis-server (scratch)"})
     finally:
-        bench.close()
+        if bench is not None:
+            bench.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    out = RESULTS_DIR / f"redis-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps({"cpus": os.cpu_count(), "rows": rows}, indent=2) + "\n")
-    print(f"results: {out}")
+    print("\nrestore (age -d | zstd -d > dump.rdb; redis-server loads it)")
+    report = table(restores, sizes=("data MB", "RDB MB"))
+    print(report)
+    checks = verdicts(restores, flat="restore")
+    print_checks(checks)
+    result = {
+        "cpus": os.cpu_count(),
+        "rows": rows,
+        "restore": restores,
+        "restore_targets": [{"target": t, "met": ok} for t, ok in checks],
+        "restore_runs": restore_runs,
+        "restore_table": report,
+    }
+    print(f"results: {write_results('redis', started, result)}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from blocks._docs import DOCS_URL
+from siprec_backup.verify.config import VerificationConfig
 
 SourceKind = Literal["postgres", "mysql", "redis", "recordings"]
 #: Catalog names become object key components: keep them path- and URL-safe.
@@ -34,6 +35,12 @@ class PlatformSource(BaseModel):
     block: str = Field(
         description="Name of the block of that kind: a PostgreSQL/MySQL database, a Redis "
         "server or a recordings directory block."
+    )
+    scratch: str | None = Field(
+        default=None,
+        description="Restore verification: a block of the same kind naming a scratch server "
+        "to restore into (a fresh database is created there and dropped afterwards). Empty: "
+        "the flow starts a throwaway server from the local binaries.",
     )
 
     @field_validator("name")
@@ -68,6 +75,12 @@ class Platform(Block):
     sources: list[PlatformSource] = Field(
         title="Sources", description="Every source of the platform.", min_length=1
     )
+    verification: VerificationConfig = Field(
+        default_factory=VerificationConfig,
+        title="Restore verification",
+        description="What the verify-restore flow checks besides the manifest: SQL checks with "
+        "expected values, and which database's rows reference the recording files.",
+    )
 
     @field_validator("cluster")
     @classmethod
@@ -80,4 +93,13 @@ class Platform(Block):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"source names must be unique: {', '.join(duplicates)}")
+        databases = {s.name for s in self.sources if s.kind in ("postgres", "mysql")}
+        checks = self.verification.checks
+        refs = self.verification.references
+        named = {c.source for c in checks} | ({refs.source} if refs else set())
+        unknown = sorted(named - databases)
+        if unknown:
+            raise ValueError(
+                f"verification names {', '.join(unknown)}, not a database source of the platform"
+            )
         return self

@@ -4,7 +4,8 @@ lab up -> platform seeded (PostgreSQL, MariaDB, Redis, recordings) -> blocks sav
 deployments registered with the documented command -> the nightly platform backup deployment
 run by the lab's worker into the local store and into each emulated cloud store (S3, GCS,
 Azure) -> the backup set restored from S3 by the restore deployment into scratch targets ->
-every count compared and printed.
+every count compared and printed -> the same set proved by the verify-restore deployment
+(throwaway servers, every check, the recovery time), its report in the Prefect UI.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from siprec_backup.catalog import read_manifest
 from siprec_backup.errors import SiprecBackupError
 from siprec_backup.lab import Lab, LabState, seed_platform
 from siprec_backup.manifest import Manifest
+from siprec_backup.verify.report import read_report
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT_FILE = "deployments/prefect.yaml"
@@ -109,22 +111,22 @@ def _compare(state: LabState, blocks: LabBlocks, backup_set: BackupSet) -> bool:
 
 
 def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:
-    print("1/6 starting the lab (PostgreSQL, MariaDB, Redis, S3/GCS/Azure emulators, Prefect)...")
+    print("1/7 starting the lab (PostgreSQL, MariaDB, Redis, S3/GCS/Azure emulators, Prefect)...")
     state = Lab(lab_dir).up()
     with temporary_settings(updates={PREFECT_API_URL: state.prefect_api_url}):
-        print("2/6 saving blocks (sources, stores, key, platform)...")
+        print("2/7 saving blocks (sources, stores, key, platform)...")
         blocks = save_lab_blocks(state)
-        print(f"3/6 seeding the platform (about {scale_mb} MB in PostgreSQL, recordings tree)...")
+        print(f"3/7 seeding the platform (about {scale_mb} MB in PostgreSQL, recordings tree)...")
         data = seed_platform(state, scale_mb, blocks.recordings_dir)
         print(f"    {data.recordings.audio_files} recordings, {data.recordings.bytes:,} bytes")
-        print(f"4/6 registering deployments: {' '.join(deploy_command()[1:])}")
+        print(f"4/7 registering deployments: {' '.join(deploy_command()[1:])}")
         register_deployments(state)
-        print("5/6 running the nightly platform backup deployment into every store...")
+        print("5/7 running the nightly platform backup deployment into every store...")
         for store_kind, storage in blocks.stores.items():
             run = _run("backup-platform/nightly", {"storage": storage})
             print(f"    {store_kind:<6} ({storage}): flow run {run.name} completed")
         backup_set = find_backup_set(state.object_store("s3"), blocks.prefix, blocks.cluster)
-        print(f"6/6 restoring backup set {backup_set.set_id} from S3 into scratch targets...")
+        print(f"6/7 restoring backup set {backup_set.set_id} from S3 into scratch targets...")
         _fresh_scratch_targets(state)
         restore_run = _run(
             "restore-platform/on-demand",
@@ -136,10 +138,20 @@ def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:
                 "overwrite": True,
             },
         )
-    if not _compare(state, blocks, backup_set):
-        raise SiprecBackupError(f"restored counts differ from backup set {backup_set.set_id}")
-    print(f"\nrestore flow run {restore_run.name}: every count matches the backups' manifests.")
-    print(f"Prefect UI: {state.prefect_ui_url}  (runs, logs and artifacts of every flow)")
+        if not _compare(state, blocks, backup_set):
+            raise SiprecBackupError(f"restored counts differ from backup set {backup_set.set_id}")
+        print(f"\nrestore flow run {restore_run.name}: every count matches the backups' manifests.")
+        print(f"7/7 verifying backup set {backup_set.set_id} in throwaway servers...")
+        verify_run = _run(
+            "verify-restore/on-demand",
+            {"storage": blocks.stores["s3"], "set_id": backup_set.set_id},
+        )
+    report = read_report(state.object_store("s3"), blocks.prefix, blocks.cluster, backup_set.set_id)
+    print(f"    flow run {verify_run.name}: {report.summary()}")
+    print(f"\n{'part':<18} {'restore s':>9} {'MB/s':>7}  result")
+    for row in report.timing_rows():
+        print(f"{row['part']:<18} {row['restore_s']:>9} {row['mb_per_s']:>7}  {row['result']}")
+    print(f"Prefect UI: {state.prefect_ui_url}  (runs, logs, the verification report artifact)")
     print(
         f"Break-glass restore, no Prefect needed: {_cli()} restore "
         f"--store {blocks.store_dir / blocks.prefix} --cluster {blocks.cluster} "

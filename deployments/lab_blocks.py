@@ -34,6 +34,7 @@ from siprec_backup.lab.object_stores import (
     MOTO_SECRET_KEY,
 )
 from siprec_backup.stream import MasterKey
+from siprec_backup.verify.config import RecordingReferences, SqlCheck, VerificationConfig
 
 KEY_ID = "lab-master-1"
 STORE_PREFIX = "siprec"
@@ -53,6 +54,26 @@ STORES = {
     "gcs": "siprec-gcs",
     "azure": "siprec-azure",
 }
+#: What the lab platform's restore verification checks besides the manifests (an example of
+#: each kind of check an operator configures).
+VERIFICATION = VerificationConfig(
+    checks=[
+        SqlCheck(
+            name="every recording has its size and sha256",
+            source="siprec-db",
+            sql="SELECT count(*) FROM siprec.recordings WHERE size_bytes = 0 OR sha256 IS NULL",
+            expected="0",
+        ),
+        SqlCheck(
+            name="every participant belongs to a session",
+            source="siprec-mariadb",
+            sql="SELECT count(*) FROM participants p LEFT JOIN recording_sessions s "
+            "ON s.id = p.session_id WHERE s.id IS NULL",
+            expected="0",
+        ),
+    ],
+    references=RecordingReferences(source="siprec-db"),
+)
 #: Database names the demo restores the SQL sources into (scratch, beside the originals).
 RESTORE_DATABASES = {"siprec-db": "siprec_restore_check", "siprec-mariadb": "siprec_restore_check"}
 
@@ -160,6 +181,7 @@ def save_lab_blocks(state: LabState, *, key: str = "siprec-key") -> LabBlocks:
             PlatformSource(name=name, kind=kind, block=block)
             for name, (kind, block, _) in SOURCES.items()
         ],
+        verification=VERIFICATION,
     ).save(PLATFORM, overwrite=True)
     return LabBlocks(
         database="siprec-postgres",

@@ -14,6 +14,7 @@ from datetime import datetime
 from siprec_backup.errors import NotFoundError
 from siprec_backup.manifest import MANIFEST_NAME, Manifest, backup_prefix
 from siprec_backup.storage import ObjectInfo, ObjectStore
+from siprec_backup.verify.report import VERIFICATION_NAME, BackupVerification, read_verification
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,15 @@ class CatalogEntry:
     size: int
     finished_at: datetime | None
     manifest: Manifest | None
-    verified: bool = False
+    #: The latest restore verification of this backup, if any (verification.json).
+    verification: BackupVerification | None = None
     #: When the newest of the backup's objects was written (how long an incomplete one idles).
     modified: datetime | None = None
+
+    @property
+    def verified(self) -> bool:
+        """The latest verification restored this backup and every check passed."""
+        return self.verification is not None and self.verification.passed
 
     def row(self) -> dict[str, str]:
         """A flat row for tables (CLI, Prefect table artifact)."""
@@ -41,8 +48,15 @@ class CatalogEntry:
             "finished_at": when,
             "size_bytes": str(self.size),
             "status": self.status,
-            "verified": "yes" if self.verified else "no",
+            "verified": _verified_cell(self.verification),
         }
+
+
+def _verified_cell(verification: BackupVerification | None) -> str:
+    if verification is None:
+        return "no"
+    when = verification.verified_at.strftime("%Y-%m-%d %H:%M")
+    return when if verification.passed else f"FAILED {when}"
 
 
 def list_backups(
@@ -76,6 +90,10 @@ def _entry(
             cluster, source, backup_id, "incomplete", size, None, None, modified=modified
         )
     manifest = read_manifest(store, prefix, cluster, source, backup_id)
+    verification = None
+    if VERIFICATION_NAME in files:
+        key = files[VERIFICATION_NAME].key
+        verification = read_verification(store.get_bytes(key), key)
     return CatalogEntry(
         cluster,
         source,
@@ -84,6 +102,7 @@ def _entry(
         manifest.stored_bytes,
         manifest.finished_at,
         manifest,
+        verification=verification,
         modified=modified,
     )
 

@@ -10,24 +10,47 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated, BinaryIO, Self
 
 import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
-from siprec_backup.backup_set import list_backup_sets
-from siprec_backup.catalog import find_backup, list_backups
-from siprec_backup.errors import ConfigurationError, NotFoundError, SiprecBackupError
+from siprec_backup.backup_set import BackupSet, find_backup_set, list_backup_sets, sort_sources
+from siprec_backup.catalog import find_backup, list_backups, read_manifest
+from siprec_backup.errors import (
+    BackupSetIncompleteError,
+    ConfigurationError,
+    NotFoundError,
+    SiprecBackupError,
+    VerificationFailedError,
+)
 from siprec_backup.keys import rotate_keys
 from siprec_backup.lab.cli import lab_app
-from siprec_backup.manifest import Manifest
+from siprec_backup.manifest import Manifest, StoredObject
 from siprec_backup.recordings import run_recordings_restore
-from siprec_backup.restore import run_restore
+from siprec_backup.restore import ReadProgress, RestoreResult, run_restore
 from siprec_backup.retention import RetentionPolicy, apply_retention, plan_retention
+from siprec_backup.sources.base import RestoreTarget
 from siprec_backup.storage import LocalStore, ObjectStore, open_store_url
 from siprec_backup.stream import Keyring, MasterKey, read_header, unseal
 from siprec_backup.targets import recordings_dir, restore_target
+from siprec_backup.verify.config import VerificationConfig
+from siprec_backup.verify.report import record_verification
+from siprec_backup.verify.verifier import SetVerifier
 
 KEY_ENV = "SIPREC_BACKUP_KEY"
 NEW_KEY_ENV = "SIPREC_BACKUP_NEW_KEY"
@@ -143,19 +166,40 @@ def backup_sets(
     )
 
 
+RESTORE_TARGET_HELP = (
+    "With --source: one target. With --set: NAME=TARGET, once per source of the set. A target "
+    "is postgresql://user@host:port/db, mysql://user@host:port/db (db optional), "
+    "redis://host:port, or a directory (recordings); passwords from $PGPASSWORD, $MYSQL_PWD, "
+    "$REDISCLI_AUTH, never in the URL."
+)
+#: What each kind's restore counts, for the summary table.
+_COUNTED = {"postgres": "rows", "mysql": "rows", "redis": "keys", "recordings": "files"}
+
+
 @app.command()
 def restore(
-    source: Annotated[str, typer.Option(help="Source name the backup was made under.")],
-    to: Annotated[
-        str,
+    to: Annotated[list[str], typer.Option(metavar="TARGET", help=RESTORE_TARGET_HELP)],
+    cluster: Annotated[str, typer.Option(help="Cluster name the backups were made under.")],
+    source: Annotated[
+        str | None, typer.Option(help="Restore one source's backup (with one --to URL).")
+    ] = None,
+    set_id: Annotated[
+        str | None,
         typer.Option(
-            help="Target: postgresql://user@host:port/db, mysql://user@host:port[/db], "
-            "redis://[user@]host:port, or a directory for recordings. Passwords from "
-            "$PGPASSWORD, $MYSQL_PWD, $REDISCLI_AUTH."
+            "--set",
+            metavar="SET_ID",
+            help="Restore every source of a backup set, in set order (databases, Redis, "
+            "recordings), with --to NAME=TARGET per source. 'latest' is the newest complete "
+            "set; `siprec-backup backup sets` lists them.",
         ),
-    ],
-    cluster: Annotated[str, typer.Option(help="Cluster name the backup was made under.")],
-    backup_id: Annotated[str, typer.Option(help="A backup id, or 'latest'.")] = "latest",
+    ] = None,
+    backup_id: Annotated[
+        str | None, typer.Option(help="With --source: a backup id (default: the latest).")
+    ] = None,
+    allow_partial: Annotated[
+        bool,
+        typer.Option(help="With --set: restore a partial set, skipping its failed sources."),
+    ] = False,
     store_url: StoreUrlOption = None,
     store_dir: StoreDirOption = None,
     storage_block: StorageBlockOption = None,
@@ -164,24 +208,56 @@ def restore(
         Path | None, typer.Option(help=f"File holding the master key (else ${KEY_ENV}).")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Allow a target that holds data.")] = False,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            help="A progress bar on stderr (on a terminal; otherwise one line per source)."
+        ),
+    ] = True,
 ) -> None:
-    """Restore one backup into a target and prove it, with no Prefect server: the break-glass
-    path. Sizes, sha256 and every count (rows, Redis keys, files) are checked."""
+    """Restore one backup (--source) or a whole backup set (--set), with no Prefect server.
+
+    The break-glass path. Sizes, sha256 and every count (rows, keys, files) are proven.
+
+    With --set, every target is checked before anything is restored.
+
+    A summary table (counts in the backup and restored, bytes, seconds, MB/s) ends on stdout.
+    """
+    if (source is None) == (set_id is None):
+        raise ConfigurationError("give exactly one of --source (one backup) or --set (a set)")
     store, block_prefix = _store(store_dir, storage_block, store_url)
     where = prefix if prefix is not None else block_prefix
-    manifest = find_backup(store, where, cluster, source, backup_id)
-    key_text = _read_key_text(key_file)
-    keys = Keyring([MasterKey.from_text(k, key_text) for k in _key_ids(manifest)])
-    if manifest.source_kind == "recordings":
-        result = run_recordings_restore(
-            store, where, manifest, keys, recordings_dir(to), overwrite=overwrite
-        )
+    if source is not None:
+        if len(to) != 1:
+            raise ConfigurationError("--source takes exactly one --to target")
+        manifest = find_backup(store, where, cluster, source, backup_id or "latest")
+        jobs = [_restore_job(store, where, source, manifest, to[0])]
     else:
-        target = restore_target(manifest.source_kind, to)
-        result = run_restore(store, manifest, keys, target, overwrite=overwrite)
+        assert set_id is not None
+        if backup_id is not None:
+            raise ConfigurationError("--backup-id goes with --source: a set names its backups")
+        backup_set, jobs = _set_jobs(store, where, cluster, set_id, to, allow_partial)
+    key_text = _read_key_text(key_file)
+    objects = [obj for job in jobs for obj in (*job.manifest.objects, *job.reads)]
+    keys = Keyring([MasterKey.from_text(k, key_text) for k in _key_ids(objects)])
+    display = _BarDisplay() if progress and sys.stderr.isatty() else _LineDisplay()
+    results = _run_restores(store, where, jobs, keys, display, overwrite=overwrite)
+    if source is not None:
+        _print_single(cluster, jobs[0].manifest, results[0])
+    _print_table([_summary_row(job, result) for job, result in zip(jobs, results, strict=True)])
+    if set_id is not None:
+        typer.echo(
+            f"restored backup set {backup_set.set_id} of {cluster}: {len(jobs)} of "
+            f"{len(backup_set.members)} sources, every count matches its manifest"
+        )
+
+
+def _print_single(cluster: str, manifest: Manifest, result: RestoreResult) -> None:
+    """The single-source form's report: one line, then each table's counts."""
     typer.echo(
-        f"restored {manifest.source_kind} backup {result.backup_id} of {cluster}/{source} into "
-        f"{result.target}: {result.plaintext_bytes:,} bytes in {result.seconds:.1f} s"
+        f"restored {manifest.source_kind} backup {result.backup_id} of {cluster}/"
+        f"{manifest.source} into {result.target}: {result.plaintext_bytes:,} bytes in "
+        f"{result.seconds:.1f} s"
     )
     _print_table(
         [
@@ -191,9 +267,223 @@ def restore(
     )
 
 
-def _key_ids(manifest: Manifest) -> list[str]:
-    """The key ids the backup's objects name: one key file opens them (the same key)."""
-    return sorted({obj.key_id for obj in manifest.objects})
+@dataclass(frozen=True)
+class _RestoreJob:
+    """One source to restore: its backup, its parsed target, the objects the restore reads."""
+
+    name: str
+    manifest: Manifest
+    target: RestoreTarget | Path
+    reads: list[StoredObject]
+
+    @property
+    def read_bytes(self) -> int:
+        return sum(obj.ciphertext_bytes for obj in self.reads)
+
+    def describe_target(self) -> str:
+        return str(self.target) if isinstance(self.target, Path) else self.target.describe()
+
+
+def _restore_job(
+    store: ObjectStore, prefix: str, name: str, manifest: Manifest, to: str
+) -> _RestoreJob:
+    """Parse `to` for the backup's kind (a one-line error if it does not fit) and list the
+    objects the restore streams: the data object, or the packs of a recordings backup and of
+    the backups it depends on (a base pack that holds no file of this backup is not read, so
+    the byte total of an incremental recordings restore is an upper bound)."""
+    if manifest.source_kind != "recordings":
+        target = restore_target(manifest.source_kind, to)
+        return _RestoreJob(name, manifest, target, [manifest.object])
+    bases = [
+        read_manifest(store, prefix, manifest.cluster, manifest.source, backup_id)
+        for backup_id in manifest.depends_on
+    ]
+    packs = [
+        obj
+        for m in (manifest, *bases)
+        for role, obj in (("data", m.object), *m.extra_objects.items())
+        if role != "index"
+    ]
+    return _RestoreJob(name, manifest, recordings_dir(to), packs)
+
+
+def _set_jobs(
+    store: ObjectStore, prefix: str, cluster: str, set_id: str, to: list[str], allow_partial: bool
+) -> tuple[BackupSet, list[_RestoreJob]]:
+    """The set and its restores in set order, every target parsed before any restore."""
+    backup_set = find_backup_set(store, prefix, cluster, set_id)
+    members = [
+        backup_set.member(name)
+        for name, _kind in sort_sources([(m.source, m.kind) for m in backup_set.members])
+    ]
+    failed = [m.source for m in members if m.backup_id is None]
+    if failed and not allow_partial:
+        raise BackupSetIncompleteError(
+            f"backup set {backup_set.set_id} is partial (no backup of {', '.join(failed)}); "
+            "pass --allow-partial to restore its other sources"
+        )
+    targets = _named_targets(to)
+    unknown = sorted(set(targets) - {m.source for m in members})
+    if unknown:
+        raise ConfigurationError(
+            f"backup set {backup_set.set_id} has no source {', '.join(unknown)} "
+            f"(its sources: {', '.join(m.source for m in members)})"
+        )
+    missing = [m.source for m in members if m.backup_id and m.source not in targets]
+    if missing:
+        raise ConfigurationError(
+            f"no --to for {', '.join(missing)} of backup set {backup_set.set_id}: "
+            "give --to NAME=TARGET for every source"
+        )
+    jobs = []
+    for member in members:
+        if member.backup_id is None:
+            typer.echo(
+                f"warning: skipping {member.source}: it failed in backup set "
+                f"{backup_set.set_id} ({member.error or 'no backup'})",
+                err=True,
+            )
+            continue
+        manifest = read_manifest(store, prefix, cluster, member.source, member.backup_id)
+        try:
+            job = _restore_job(store, prefix, member.source, manifest, targets[member.source])
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"--to {member.source}: {exc}") from None
+        jobs.append(job)
+    return backup_set, jobs
+
+
+def _named_targets(pairs: list[str]) -> dict[str, str]:
+    """NAME=TARGET options as a dict (a one-line error for a malformed or repeated one)."""
+    targets: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, target = pair.partition("=")
+        if not sep or not name or not target or "/" in name or ":" in name:
+            raise ConfigurationError(f"with --set, --to takes NAME=TARGET, got {pair!r}")
+        if name in targets:
+            raise ConfigurationError(f"--to names {name} twice")
+        targets[name] = target
+    return targets
+
+
+def _run_restores(
+    store: ObjectStore,
+    prefix: str,
+    jobs: list[_RestoreJob],
+    keys: Keyring,
+    display: _BarDisplay | _LineDisplay,
+    *,
+    overwrite: bool,
+) -> list[RestoreResult]:
+    """Restore each job in order, reporting progress; the first failure stops the rest."""
+    results = []
+    with display:
+        for job in jobs:
+            advance = display.start(job)
+            if isinstance(job.target, Path):
+                result = run_recordings_restore(
+                    store,
+                    prefix,
+                    job.manifest,
+                    keys,
+                    job.target,
+                    overwrite=overwrite,
+                    progress=advance,
+                )
+            else:
+                result = run_restore(
+                    store, job.manifest, keys, job.target, overwrite=overwrite, progress=advance
+                )
+            display.done(job, result)
+            results.append(result)
+    return results
+
+
+class _LineDisplay:
+    """Progress off a terminal (or with --no-progress): one stderr line per source when it
+    starts and when it ends."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def start(self, job: _RestoreJob) -> ReadProgress | None:
+        typer.echo(
+            f"restoring {job.name}: {job.manifest.source_kind} backup {job.manifest.backup_id}, "
+            f"{job.read_bytes:,} bytes to read, into {job.describe_target()}",
+            err=True,
+        )
+        return None
+
+    def done(self, job: _RestoreJob, result: RestoreResult) -> None:
+        typer.echo(
+            f"restored {job.name}: {result.plaintext_bytes:,} bytes in {result.seconds:.1f} s, "
+            "every count matches",
+            err=True,
+        )
+
+
+class _BarDisplay:
+    """A rich progress bar per source on stderr: bytes read of the total, rate, ETA."""
+
+    def __init__(self) -> None:
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> Self:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._bar.stop()
+
+    def start(self, job: _RestoreJob) -> ReadProgress:
+        task = self._bar.add_task(f"{job.name} ({job.manifest.source_kind})", total=job.read_bytes)
+        self._task = task
+        return lambda size: self._bar.advance(task, size)
+
+    def done(self, job: _RestoreJob, result: RestoreResult) -> None:
+        assert self._task is not None
+        self._bar.update(
+            self._task,
+            completed=job.read_bytes,
+            description=f"{job.name} ({job.manifest.source_kind}) verified",
+        )
+
+
+def _summary_row(job: _RestoreJob, result: RestoreResult) -> dict[str, str]:
+    """One source's row of the final table: what the backup counted and what was restored."""
+    kind = job.manifest.source_kind
+    return {
+        "source": job.name,
+        "kind": kind,
+        "backup_id": result.backup_id,
+        "counts": _COUNTED.get(kind, "items"),
+        "in_backup": f"{_total_count(kind, job.manifest.tables):,}",
+        "restored": f"{_total_count(kind, result.tables):,}",
+        "bytes": f"{result.plaintext_bytes:,}",
+        "seconds": f"{result.seconds:.1f}",
+        "mb/s": f"{result.bytes_per_second / 1e6:.1f}",
+    }
+
+
+def _total_count(kind: str, tables: dict[str, int]) -> int:
+    """Rows or keys summed over tables or databases; for recordings, the files."""
+    return tables.get("files", 0) if kind == "recordings" else sum(tables.values())
+
+
+def _key_ids(objects: list[StoredObject]) -> list[str]:
+    """The key ids the objects name: one key file opens them all (the same key)."""
+    return sorted({obj.key_id for obj in objects})
 
 
 def _print_table(rows: list[dict[str, str]]) -> None:
@@ -253,6 +543,84 @@ def backup_prune(
     for backup_id in apply_retention(store, root, plan):
         typer.echo(f"deleted {backup_id}")
     typer.echo(plan.summary().replace("to delete", "deleted"))
+
+
+@app.command()
+def verify(
+    cluster: Annotated[str, typer.Option(help="Cluster (platform) name of the backup set.")],
+    set_id: Annotated[str, typer.Option("--set", help="A backup set id, or 'latest'.")] = "latest",
+    store_url: StoreUrlOption = None,
+    store_dir: StoreDirOption = None,
+    storage_block: StorageBlockOption = None,
+    prefix: PrefixOption = None,
+    key_file: Annotated[
+        Path | None, typer.Option(help=f"File holding the master key (else ${KEY_ENV}).")
+    ] = None,
+    checks_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--checks",
+            help="YAML or JSON file: SQL checks and the recordings references query, in the "
+            "shape of the platform block's verification field (docs/VERIFICATION.md).",
+        ),
+    ] = None,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where scratch servers and restored recordings live (default: /tmp)."),
+    ] = None,
+    record: Annotated[
+        bool, typer.Option(help="Write the result into the catalog (the backups' verified mark).")
+    ] = True,
+) -> None:
+    """Prove that a backup set restores, with no Prefect server: every part into a throwaway
+    server started from the local binaries, then every check (authentication, load, counts,
+    sha256, metadata XML, recording references, SQL checks) and the recovery time. Exits 1 and
+    names each failed check if any fails."""
+    store, block_prefix = _store(store_dir, storage_block, store_url)
+    where = prefix if prefix is not None else block_prefix
+    backup_set = find_backup_set(store, where, cluster, set_id)
+    key_text = _read_key_text(key_file)
+    key_ids: set[str] = set()
+    for member in backup_set.members:
+        if member.backup_id is not None:
+            try:
+                manifest = read_manifest(store, where, cluster, member.source, member.backup_id)
+            except SiprecBackupError:
+                continue  # the verification reports it as a failed check
+            key_ids.update(_key_ids(manifest.objects))
+    keys = Keyring([MasterKey.from_text(k, key_text) for k in sorted(key_ids)])
+    config = _verification_config(checks_file)
+    with SetVerifier(store, where, backup_set, keys, work_dir=work_dir, config=config) as verifier:
+        for member in verifier.members():
+            typer.echo(f"verifying {member.source} ({member.kind}) ...", err=True)
+            verifier.verify_member(member)
+        verifier.check_platform()
+        report = verifier.report()
+    _print_table([c.row() for c in report.checks])
+    typer.echo("")
+    _print_table(report.timing_rows())
+    if record:
+        typer.echo(f"recorded in {record_verification(store, where, report)}")
+    if not report.passed:
+        raise VerificationFailedError(report.summary())
+    typer.echo(report.summary())
+
+
+def _verification_config(path: Path | None) -> VerificationConfig:
+    if path is None:
+        return VerificationConfig()
+    try:
+        with path.open() as handle:
+            data = yaml.safe_load(handle)
+        return VerificationConfig.model_validate(data or {})
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{path} is not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "document"
+        raise ConfigurationError(f"{path}: {field}: {first['msg']}") from None
 
 
 def _read_key_text(key_file: Path | None, env: str = KEY_ENV, option: str = "--key-file") -> str:

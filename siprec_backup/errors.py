@@ -17,7 +17,10 @@ turn any of them into one clear line. The tree (httpx's ``_exceptions.py`` is th
     │   ├── TruncatedError        the stream ends without a valid final chunk
     │   └── ManifestMismatchError a restore does not match its manifest (sizes, hashes, rows)
     ├── RestoreError              a restore could not complete
-    │   └── TargetNotEmptyError   refusing to overwrite a non-empty target
+    │   ├── TargetNotEmptyError   refusing to overwrite a non-empty target
+    │   ├── ScratchStartError     a throwaway verification server could not start
+    │   └── ScratchQueryError     a check query on a scratch server failed
+    ├── VerificationFailedError   a restore verification found at least one failed check
     ├── BackupSetIncompleteError  a platform backup in which at least one source failed
     ├── StaleBackupsError         a source's newest complete backup is too old, or missing
     └── LabError                  the throwaway lab could not start or stop a server
@@ -87,6 +90,19 @@ class RestoreError(SiprecBackupError):
 
 class TargetNotEmptyError(RestoreError):
     """The restore target already holds data and overwriting was not allowed."""
+
+
+class ScratchStartError(RestoreError):
+    """A throwaway server for restore verification did not start (binary missing, port taken,
+    crashed, not ready in time); nothing it created is left behind."""
+
+
+class ScratchQueryError(RestoreError):
+    """A check query on a scratch server failed; the message is the server's, on one line."""
+
+
+class VerificationFailedError(SiprecBackupError):
+    """A restore verification ran and at least one check failed (the report names each)."""
 
 
 class BackupSetIncompleteError(SiprecBackupError):

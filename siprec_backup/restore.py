@@ -10,16 +10,21 @@ database).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import BinaryIO, cast
 
 from siprec_backup.errors import ConfigurationError, ManifestMismatchError
-from siprec_backup.manifest import Manifest
+from siprec_backup.manifest import Manifest, StoredObject
 from siprec_backup.sources.base import RestoreTarget
 from siprec_backup.storage import ObjectStore
 from siprec_backup.stream import Keyring, MasterKey, StreamStats, unseal
 
 log = logging.getLogger(__name__)
+
+#: Called with the number of ciphertext bytes of each read from the store (a delta, not a total).
+ReadProgress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,42 @@ class RestoreResult:
         return self.plaintext_bytes / self.seconds if self.seconds > 0 else 0.0
 
 
-def check_stream(manifest: Manifest, stats: StreamStats) -> None:
-    """The decrypted stream must be exactly what the backup wrote."""
-    expected = manifest.object
-    problems = [
+class _ProgressReader:
+    """Passes a store reader's reads through and reports the size of each one: one call per
+    read, no per-byte work."""
+
+    def __init__(self, raw: BinaryIO, progress: ReadProgress) -> None:
+        self._raw = raw
+        self._progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        if data:
+            self._progress(len(data))
+        return data
+
+    def readinto(self, buffer: memoryview) -> int:
+        readinto = getattr(self._raw, "readinto", None)
+        if readinto is None:
+            data = self.read(len(buffer))
+            buffer[: len(data)] = data
+            return len(data)
+        got: int = readinto(buffer)
+        if got:
+            self._progress(got)
+        return got
+
+
+def with_progress(reader: BinaryIO, progress: ReadProgress | None) -> BinaryIO:
+    """`reader`, reporting each read's size to `progress` (unchanged without one)."""
+    if progress is None:
+        return reader
+    return cast(BinaryIO, _ProgressReader(reader, progress))
+
+
+def stream_differences(expected: StoredObject, stats: StreamStats) -> list[str]:
+    """How a decrypted stream differs from its manifest record (sizes, sha256); empty if not."""
+    return [
         f"{name}: manifest {want}, restored {got}"
         for name, want, got in (
             ("ciphertext bytes", expected.ciphertext_bytes, stats.ciphertext_bytes),
@@ -50,6 +87,11 @@ def check_stream(manifest: Manifest, stats: StreamStats) -> None:
         )
         if want != got
     ]
+
+
+def check_stream(manifest: Manifest, stats: StreamStats) -> None:
+    """The decrypted stream must be exactly what the backup wrote."""
+    problems = stream_differences(manifest.object, stats)
     if problems:
         raise ManifestMismatchError(
             f"backup {manifest.backup_id} does not match its manifest: {'; '.join(problems)}"
@@ -76,8 +118,12 @@ def run_restore(
     target: RestoreTarget,
     *,
     overwrite: bool = False,
+    progress: ReadProgress | None = None,
 ) -> RestoreResult:
-    """Restore `manifest`'s backup into `target` and prove it against the manifest."""
+    """Restore `manifest`'s backup into `target` and prove it against the manifest.
+
+    `progress`, if given, receives the size of each read of ciphertext from the store.
+    """
     if manifest.source_kind != target.kind:
         raise ConfigurationError(
             f"backup {manifest.backup_id} is a {manifest.source_kind} backup; "
@@ -90,7 +136,7 @@ def run_restore(
     try:
         with store.open_reader(manifest.object.key) as reader:
             try:
-                stats = unseal(reader, restore.stdin, keys)
+                stats = unseal(with_progress(reader, progress), restore.stdin, keys)
             except BrokenPipeError:
                 raise restore.died() from None
         restore.finish()

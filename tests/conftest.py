@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -147,3 +148,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _LAB_TIMINGS:
         parts = ", ".join(f"{k} {v:.1f} s" for k, v in _LAB_TIMINGS.items())
         terminalreporter.write_line(f"lab: {parts}")
+
+
+CLI = str(Path(sys.executable).with_name("siprec-backup"))
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``siprec-backup`` as an operator would, with no Prefect or siprec-backup settings
+    inherited from the test process (only `env`): what it needs must come from its arguments."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SIPREC_"))}
+    return subprocess.run(
+        [CLI, *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )

@@ -2,8 +2,9 @@
 
 PostgreSQL gets most of the data (it is the recording server's main database); MariaDB and Redis
 get a fraction, as on a real platform; the recordings tree holds one audio file per recordings
-row of PostgreSQL (up to `max_files`) plus each session's metadata XML, and the rows are updated
-to reference exactly those files.
+row of PostgreSQL (up to `max_files`) plus each session's metadata XML; the rows are updated to
+reference exactly those files and the rows past `max_files` are deleted, so that the database and
+the tree agree (a restore verification cross-checks them).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from siprec_backup.lab.lab import LabState
 from siprec_backup.lab.mariadb import fill_mariadb
-from siprec_backup.lab.recordings import WrittenRecordings, write_recordings
+from siprec_backup.lab.recordings import WrittenRecordings, drop_rows_past, write_recordings
 from siprec_backup.lab.redis import fill_redis, redis_key_counts
 from siprec_backup.lab.seed import fill
 
@@ -43,5 +44,7 @@ def seed_platform(
     redis = state.redis().target()
     if not redis_key_counts(redis):
         fill_redis(redis, max(1, scale_mb // 10))
-    written = write_recordings(state.postgres().conninfo(), recordings_dir, max_files=max_files)
+    conninfo = state.postgres().conninfo()
+    written = write_recordings(conninfo, recordings_dir, max_files=max_files)
+    drop_rows_past(conninfo, max_files)
     return PlatformData(recordings_dir, written)

@@ -159,6 +159,21 @@ def write_recordings(
     return WrittenRecordings(audio_files=audio, metadata_files=xml, bytes=total)
 
 
+def drop_rows_past(conninfo: str, max_files: int) -> int:
+    """Delete the recordings rows after the first `max_files` (those :func:`write_recordings`
+    wrote no file for); returns how many were deleted."""
+    try:
+        with psycopg.connect(conninfo) as conn:
+            cur = conn.execute(
+                "DELETE FROM siprec.recordings WHERE id > (SELECT max(id) FROM "
+                "(SELECT id FROM siprec.recordings ORDER BY id LIMIT %s) AS kept)",
+                (max_files,),
+            )
+            return cur.rowcount
+    except psycopg.Error as exc:
+        raise LabError(f"dropping the lab's recordings rows without files failed: {exc}") from exc
+
+
 def _write(root: Path, rel: str, data: bytes) -> None:
     if rel.startswith("/") or ".." in rel.split("/"):
         raise LabError(f"refusing to write outside the recordings root: {rel!r}")

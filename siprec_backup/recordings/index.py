@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, cast
 
 from siprec_backup.errors import IntegrityError, ManifestMismatchError
 from siprec_backup.manifest import StoredObject
+from siprec_backup.restore import stream_differences
 from siprec_backup.storage import ObjectStore
 from siprec_backup.stream import Keyring, MasterKey, StreamStats, unseal
 
@@ -168,17 +169,8 @@ class _LineSink:
 
 
 def check_object(obj: StoredObject, stats: StreamStats, what: str) -> None:
-    """A decrypted object must be exactly what its manifest recorded (like restore.check_stream)."""
-    problems = [
-        f"{name}: manifest {want}, read {got}"
-        for name, want, got in (
-            ("ciphertext bytes", obj.ciphertext_bytes, stats.ciphertext_bytes),
-            ("ciphertext sha256", obj.ciphertext_sha256, stats.ciphertext_sha256),
-            ("plaintext bytes", obj.plaintext_bytes, stats.plaintext_bytes),
-            ("plaintext sha256", obj.plaintext_sha256, stats.plaintext_sha256),
-        )
-        if want != got
-    ]
+    """A decrypted object must be exactly what its manifest recorded."""
+    problems = stream_differences(obj, stats)
     if problems:
         raise ManifestMismatchError(f"{what} does not match its manifest: {'; '.join(problems)}")
 

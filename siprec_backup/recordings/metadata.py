@@ -12,6 +12,7 @@ no external entities, no network. Documents above :data:`MAX_METADATA_BYTES` are
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
 
 from defusedxml import DefusedXmlException
@@ -81,6 +82,15 @@ def parse_metadata(data: bytes, where: str = "document") -> RecordingMetadata:
     """Parse one whole document (tests, small callers)."""
     parser = MetadataParser(where)
     parser.feed(data)
+    return parser.close()
+
+
+def parse_metadata_file(path: Path, where: str | None = None) -> RecordingMetadata:
+    """Parse one document from a file, read in 64 KiB pieces (a restore verification's check)."""
+    parser = MetadataParser(where or str(path))
+    with path.open("rb") as handle:
+        while data := handle.read(1 << 16):
+            parser.feed(data)
     return parser.close()
 
 

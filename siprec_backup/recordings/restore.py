@@ -36,7 +36,7 @@ from siprec_backup.recordings.index import (
     check_object,
     read_index,
 )
-from siprec_backup.restore import RestoreResult
+from siprec_backup.restore import ReadProgress, RestoreResult, with_progress
 from siprec_backup.storage import ObjectStore
 from siprec_backup.stream import Keyring, MasterKey, unseal
 
@@ -207,11 +207,13 @@ def run_recordings_restore(
     *,
     overwrite: bool = False,
     paths: Sequence[str] | None = None,
+    progress: ReadProgress | None = None,
 ) -> RestoreResult:
     """Restore `manifest`'s recordings (or only `paths`) into `target_dir` and prove each file.
 
     `target_dir` must be empty unless `overwrite` (files of the backup replace existing ones;
-    other files are left alone).
+    other files are left alone). `progress`, if given, receives the size of each read of the
+    packs' ciphertext (this backup's and its bases'; not the small index).
     """
     if manifest.source_kind != SOURCE_KIND or "index" not in manifest.extra_objects:
         raise ConfigurationError(
@@ -268,7 +270,7 @@ def run_recordings_restore(
                     f"{manifest.backup_id} needs it for {len(slots)} stored files"
                 ) from None
             with reader:
-                stats = unseal(reader, cast(BinaryIO, sink), keys)
+                stats = unseal(with_progress(reader, progress), cast(BinaryIO, sink), keys)
             sink.finish()
         finally:
             sink.close()

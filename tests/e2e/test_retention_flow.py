@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +13,6 @@ import anyio
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
 from blocks.local_storage import LocalStorage
 from flows.freshness import check_backup_freshness
@@ -25,6 +23,7 @@ from siprec_backup.lab import LabState
 from siprec_backup.storage import LocalStore
 from siprec_backup.stream import MasterKey
 from tests.conftest import drain_prefect
+from tests.e2e.conftest import wait_for_events
 from tests.integration.test_key_rotation import PREFIX, make_backup
 
 NOW = datetime.now(UTC)
@@ -113,29 +112,6 @@ def test_retention_flow_dry_run_then_for_real(lab: LabState, tmp_path: Path) -> 
     assert "the policy keeps nothing" in str(refused.message)
 
 
-async def _events(name: str, resource_id: str) -> list[Any]:
-    async with get_client() as client:
-        page = await client.read_events(
-            filter=EventFilter(
-                event=EventNameFilter(name=[name]),
-                resource=EventResourceFilter(id=[resource_id]),
-            ),
-            limit=10,  # the server refuses the client's default of 100
-        )
-    return list(page.events)
-
-
-def _wait_for_events(name: str, resource_id: str, timeout: float = 30) -> list[Any]:
-    """The server persists events in batches: poll until ours arrive."""
-    drain_prefect()
-    deadline = time.monotonic() + timeout
-    while True:
-        found = anyio.run(_events, name, resource_id)
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.5)
-
-
 def test_freshness_flow_fails_on_stale_and_missing_sources(lab: LabState, tmp_path: Path) -> None:
     storage, store = _storage_block(lab, tmp_path)
     key = MasterKey.generate("e2e-freshness")
@@ -166,10 +142,10 @@ def test_freshness_flow_fails_on_stale_and_missing_sources(lab: LabState, tmp_pa
         missing.split("/")[1]: ("MISSING", "-"),
     }
 
-    [event] = _wait_for_events("siprec.backup.stale", f"siprec.source.{cluster}.{stale_source}")
+    [event] = wait_for_events("siprec.backup.stale", f"siprec.source.{cluster}.{stale_source}")
     assert event.payload["severity"] == "warning"
     assert event.payload["fields"]["newest_backup_id"] == stale_id
-    [gone] = _wait_for_events("siprec.backup.missing", f"siprec.source.{missing.replace('/', '.')}")
+    [gone] = wait_for_events("siprec.backup.missing", f"siprec.source.{missing.replace('/', '.')}")
     assert gone.payload["severity"] == "critical"
 
     # Once the stale source is gone, the run completes and says so with a "fresh" event.
@@ -177,4 +153,4 @@ def test_freshness_flow_fails_on_stale_and_missing_sources(lab: LabState, tmp_pa
     ok = check_backup_freshness(storage=storage, max_age_hours=26, return_state=True)
     assert ok.is_completed(), ok.message
     assert [r.status for r in ok.result()] == ["ok"]
-    assert _wait_for_events("siprec.backup.fresh", f"siprec.source.{cluster}.fresh")
+    assert wait_for_events("siprec.backup.fresh", f"siprec.source.{cluster}.fresh")

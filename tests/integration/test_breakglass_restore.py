@@ -4,34 +4,33 @@ store, with no Prefect server and no blocks, credentials and key from the enviro
 from __future__ import annotations
 
 import hashlib
-import os
+import secrets
+import socket
 import subprocess
-import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from siprec_backup.backup import run_backup
+from siprec_backup.backup_set import BackupSet, SetMember, write_backup_set
+from siprec_backup.catalog import find_backup
 from siprec_backup.lab import mariadb_row_counts, redis_key_counts, row_counts, seed_platform
 from siprec_backup.lab.object_stores import LAB_BUCKET, MOTO_ACCESS_KEY, MOTO_SECRET_KEY
-from siprec_backup.recordings import run_recordings_backup
+from siprec_backup.recordings import run_recordings_backup, run_recordings_restore
+from siprec_backup.sources.base import Source
 from siprec_backup.sources.mysql import MySQLSource
 from siprec_backup.sources.postgres import PostgresSource
 from siprec_backup.sources.redis import RedisSource
 from siprec_backup.stream import MasterKey
-from tests.conftest import SEED_MB, SeededLab
+from tests.conftest import SEED_MB, SeededLab, run_cli
 
-CLI = str(Path(sys.executable).with_name("siprec-backup"))
 PREFIX = "breakglass"
 CLUSTER = "bg"
-
-
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SIPREC_"))}
-    return subprocess.run(
-        [CLI, *args], capture_output=True, text=True, env={**clean, **env}, timeout=300, check=False
-    )
+#: The backup sets the fixture writes: every source, and one whose PostgreSQL backup failed.
+FULL_SET = "bg-set-full"
+PARTIAL_SET = "bg-set-partial"
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +42,30 @@ def backups(seeded_lab: SeededLab) -> tuple[SeededLab, Path, Path, dict[str, str
     seed_platform(state, SEED_MB, recordings, max_files=60)
     key = MasterKey.generate("bg-key")
     store = state.object_store("s3")
-    common = {"cluster": CLUSTER, "prefix": PREFIX}
-    run_backup(PostgresSource(state.postgres().target()), store, key, source_name="pg", **common)
-    run_backup(MySQLSource(state.mariadb().target()), store, key, source_name="maria", **common)
-    run_backup(RedisSource(state.redis().target()), store, key, source_name="redis", **common)
-    run_recordings_backup(recordings, store, key, source_name="recs", **common)
+    sources: dict[str, Source] = {
+        "pg": PostgresSource(state.postgres().target()),
+        "maria": MySQLSource(state.mariadb().target()),
+        "redis": RedisSource(state.redis().target()),
+    }
+    manifests = [
+        run_backup(source, store, key, source_name=name, cluster=CLUSTER, prefix=PREFIX)
+        for name, source in sources.items()
+    ]
+    manifests.append(
+        run_recordings_backup(
+            recordings, store, key, source_name="recs", cluster=CLUSTER, prefix=PREFIX
+        )
+    )
+    # Members out of order on purpose: a restore must follow the set order, not the document's.
+    members = [
+        SetMember(source=m.source, kind=m.source_kind, backup_id=m.backup_id)
+        for m in reversed(manifests)
+    ]
+    started = datetime.now(UTC)
+    write_backup_set(store, PREFIX, BackupSet.build(FULL_SET, CLUSTER, started, members))
+    failed = SetMember(source="pg", kind="postgres", error="pg_dump exited with status 1")
+    partial = BackupSet.build(PARTIAL_SET, CLUSTER, started, [failed, members[0]])
+    write_backup_set(store, PREFIX, partial)
     key_file = recordings.parent / f"{recordings.name}.key"
     key_file.write_text(key.material.hex())
     env = {
@@ -66,7 +84,7 @@ def _restore(
 ) -> subprocess.CompletedProcess[str]:
     lab, _, key_file, store_env = backups
     store = f"s3://{LAB_BUCKET}/{PREFIX}?endpoint={lab.state.s3_endpoint}"
-    return _cli(
+    return run_cli(
         "restore",
         "--store",
         store,
@@ -160,7 +178,7 @@ def test_a_wrong_key_names_the_key_id_it_needs(
     wrong = tmp_path / "wrong.key"
     wrong.write_text(MasterKey.generate("other").material.hex())
     store = f"s3://{LAB_BUCKET}/{PREFIX}?endpoint={lab.state.s3_endpoint}"
-    done = _cli(
+    done = run_cli(
         "restore",
         "--store",
         store,
@@ -176,3 +194,170 @@ def test_a_wrong_key_names_the_key_id_it_needs(
     )
     assert done.returncode == 1
     assert "bg-key" in done.stderr, done.stderr
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _restore_set(
+    backups: tuple[SeededLab, Path, Path, dict[str, str]],
+    set_id: str,
+    targets: dict[str, str],
+    *extra: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`siprec-backup restore --set` with Prefect stopped: PREFECT_API_URL names a closed port
+    and no other PREFECT_ variable is set (_cli drops them)."""
+    lab, _, key_file, store_env = backups
+    store = f"s3://{LAB_BUCKET}/{PREFIX}?endpoint={lab.state.s3_endpoint}"
+    args = ["restore", "--store", store, "--cluster", CLUSTER, "--set", set_id, *extra]
+    for name, target in targets.items():
+        args += ["--to", f"{name}={target}"]
+    prefect_down = {"PREFECT_API_URL": f"http://127.0.0.1:{_closed_port()}/api"}
+    return run_cli(
+        *args, "--key-file", str(key_file), env={**store_env, **prefect_down, **(env or {})}
+    )
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under `root`."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_whole_set_with_prefect_stopped(
+    backups: tuple[SeededLab, Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    lab, recordings, key_file, _ = backups
+    state = lab.state
+    pg, maria, scratch_redis = state.postgres(), state.mariadb(), state.redis("scratch")
+    pg_db = lab.scratch("bg_set_restore").dbname
+    with maria.connect(admin=True) as conn, conn.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS siprec_bg_set_restore")
+    scratch_redis.client().flushall()
+    aws_secret = f"bg-aws-secret-{secrets.token_hex(8)}"  # moto accepts any credentials
+    passwords = {
+        "PGPASSWORD": pg.password,
+        "MYSQL_PWD": maria.password,
+        "REDISCLI_AUTH": scratch_redis.password,
+        "AWS_SECRET_ACCESS_KEY": aws_secret,
+    }
+    done = _restore_set(
+        backups,
+        "latest",
+        {
+            "pg": f"postgresql://{pg.user}@{pg.host}:{pg.port}/{pg_db}",
+            "maria": f"mysql://{maria.user}@{maria.host}:{maria.port}/siprec_bg_set_restore",
+            "redis": f"redis://{scratch_redis.host}:{scratch_redis.port}",
+            "recs": str(tmp_path / "restored"),
+        },
+        "--no-progress",
+        env=passwords,
+    )
+    assert done.returncode == 0, done.stderr
+
+    assert row_counts(pg.conninfo(dbname=pg_db)) == row_counts(pg.conninfo())
+    restored = mariadb_row_counts(maria, "siprec_bg_set_restore")
+    assert list(restored.values()) == list(mariadb_row_counts(maria).values())
+    assert redis_key_counts(scratch_redis.target()) == redis_key_counts(state.redis().target())
+    assert _tree(tmp_path / "restored") == _tree(recordings)
+
+    # Off a terminal: one line when each source starts and one when it ends, in set order.
+    lines = done.stderr.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        f"{verb} {name}"
+        for name in ("pg", "maria", "redis", "recs")
+        for verb in ("restoring", "restored")
+    ], done.stderr
+    # The summary: one row per source whose counts in the backup and restored are equal.
+    table = done.stdout.splitlines()
+    header = table[0].split()
+    assert header[:6] == ["SOURCE", "KIND", "BACKUP_ID", "COUNTS", "IN_BACKUP", "RESTORED"]
+    rows = {cells[0]: cells for cells in (line.split() for line in table[1:5])}
+    assert set(rows) == {"pg", "maria", "redis", "recs"}
+    assert all(cells[4] == cells[5] and cells[4] != "0" for cells in rows.values()), done.stdout
+    assert table[-1] == (
+        "restored backup set bg-set-full of bg: 4 of 4 sources, every count matches its manifest"
+    )
+
+    output = done.stdout + done.stderr
+    for secret in (*passwords.values(), key_file.read_text().strip()):
+        assert secret not in output
+
+
+def test_set_missing_target_restores_nothing(
+    backups: tuple[SeededLab, Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    lab = backups[0]
+    pg = lab.state.postgres()
+    pg_db = lab.scratch("bg_set_untouched").dbname
+    done = _restore_set(
+        backups,
+        FULL_SET,
+        {
+            "pg": f"postgresql://{pg.user}@{pg.host}:{pg.port}/{pg_db}",
+            "maria": "mysql://u@127.0.0.1:1/x",
+            "redis": "redis://127.0.0.1:1",
+        },
+        env={"PGPASSWORD": pg.password},
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("siprec-backup: error: ") and done.stderr.count("\n") == 1
+    assert "no --to for recs" in done.stderr
+    assert row_counts(pg.conninfo(dbname=pg_db)) == {}
+
+
+@pytest.mark.parametrize(
+    ("set_id", "targets", "fragment"),
+    [
+        ("no-such-set", {"pg": "/tmp/x"}, "no backup set 'no-such-set' of bg"),
+        (PARTIAL_SET, {"recs": "/tmp/x"}, "is partial (no backup of pg); pass --allow-partial"),
+        (FULL_SET, {"pg:x": "/tmp/x"}, "--to takes NAME=TARGET"),
+        (FULL_SET, {"nope": "/tmp/x"}, "has no source nope"),
+    ],
+)
+def test_set_errors_are_one_line(
+    backups: tuple[SeededLab, Path, Path, dict[str, str]],
+    set_id: str,
+    targets: dict[str, str],
+    fragment: str,
+) -> None:
+    done = _restore_set(backups, set_id, targets)
+    assert done.returncode == 1
+    assert done.stderr.startswith("siprec-backup: error: ") and done.stderr.count("\n") == 1
+    assert fragment in done.stderr, done.stderr
+
+
+def test_partial_set_with_allow_partial_skips_the_failed_source(
+    backups: tuple[SeededLab, Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    done = _restore_set(
+        backups, PARTIAL_SET, {"recs": str(tmp_path / "restored")}, "--allow-partial"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "warning: skipping pg: it failed in backup set bg-set-partial" in done.stderr
+    assert _tree(tmp_path / "restored") == _tree(backups[1])
+    assert "restored backup set bg-set-partial of bg: 1 of 2 sources" in done.stdout
+
+
+def test_progress_reports_every_ciphertext_byte_read(
+    backups: tuple[SeededLab, Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    lab, recordings, key_file, _ = backups
+    store = lab.state.object_store("s3")
+    manifest = find_backup(store, PREFIX, CLUSTER, "recs")
+    key = MasterKey.from_text("bg-key", key_file.read_text())
+    reads: list[int] = []
+    run_recordings_restore(store, PREFIX, manifest, key, tmp_path / "out", progress=reads.append)
+    packs = [obj for role, obj in manifest.extra_objects.items() if role != "index"]
+    assert sum(reads) == sum(obj.ciphertext_bytes for obj in (manifest.object, *packs))
+    assert len(reads) < sum(reads) // 4096  # one call per read, not per small piece
+    assert _tree(tmp_path / "out") == _tree(recordings)

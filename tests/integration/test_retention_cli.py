@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,26 +13,10 @@ from siprec_backup.catalog import find_backup, list_backups
 from siprec_backup.manifest import backup_prefix
 from siprec_backup.storage import LocalStore
 from siprec_backup.stream import MasterKey
+from tests.conftest import run_cli
 from tests.integration.test_key_rotation import PREFIX, make_backup
 
-CLI = str(Path(sys.executable).with_name("siprec-backup"))
 NOW = datetime.now(UTC)
-
-
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("SIPREC_BACKUP_KEY", "SIPREC_BACKUP_NEW_KEY", "PREFECT_API_URL")
-    }
-    return subprocess.run(
-        [CLI, *args],
-        capture_output=True,
-        text=True,
-        env={**clean, **(env or {})},
-        timeout=120,
-        check=False,
-    )
 
 
 def _one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -51,13 +34,13 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 def test_keys_generate_writes_a_private_file_once(tmp_path: Path) -> None:
     out = tmp_path / "new.key"
-    done = _cli("keys", "generate", "--key-id", "k2", "--out", str(out))
+    done = run_cli("keys", "generate", "--key-id", "k2", "--out", str(out))
     assert done.returncode == 0, done.stderr
     text = out.read_text()
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert MasterKey.from_text("k2", text).key_id == "k2"
     assert text.strip() not in done.stdout + done.stderr  # the key is never echoed
-    again = _cli("keys", "generate", "--key-id", "k2", "--out", str(out))
+    again = run_cli("keys", "generate", "--key-id", "k2", "--out", str(out))
     _one_line_error(again, "already exists: refusing to overwrite")
     assert out.read_text() == text
 
@@ -70,21 +53,21 @@ def test_keys_rotate_from_the_command_line(tmp_path: Path) -> None:
     made = [make_backup(store, k1, b"payload %d " % i * 200) for i in range(2)]
     old_file, new_file = tmp_path / "k1.key", tmp_path / "k2.key"
     old_file.write_text(k1.material.hex() + "\n")
-    assert _cli("keys", "generate", "--key-id", "k2", "--out", str(new_file)).returncode == 0
+    assert run_cli("keys", "generate", "--key-id", "k2", "--out", str(new_file)).returncode == 0
     new_text = new_file.read_text().strip()
     base = ("keys", "rotate", "--store-dir", str(store_dir), "--prefix", PREFIX)
 
-    missing = _cli(*base, "--new-key-file", str(new_file), "--new-key-id", "k2")
+    missing = run_cli(*base, "--new-key-file", str(new_file), "--new-key-id", "k2")
     _one_line_error(missing, "no key: pass --old-key-file or set SIPREC_BACKUP_KEY")
 
     before = _snapshot(store_dir)
-    dry = _cli(*base, "--new-key-file", str(new_file), "--new-key-id", "k2", "--dry-run",
+    dry = run_cli(*base, "--new-key-file", str(new_file), "--new-key-id", "k2", "--dry-run",
                env={"SIPREC_BACKUP_KEY": k1.material.hex()})  # fmt: skip
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.count("would re-wrap lab/db ") == 2
     assert _snapshot(store_dir) == before
 
-    done = _cli(*base, "--old-key-file", str(old_file), "--new-key-file", str(new_file),
+    done = run_cli(*base, "--old-key-file", str(old_file), "--new-key-file", str(new_file),
                 "--new-key-id", "k2")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "re-wrapped 2 objects" in done.stdout
@@ -95,12 +78,12 @@ def test_keys_rotate_from_the_command_line(tmp_path: Path) -> None:
 
     # The break-glass decrypt of a rotated object works with the new key only.
     rotated = find_backup(store, PREFIX, "lab", "db", made[0].backup_id).object
-    plain = _cli("decrypt", str(store_dir / rotated.key), "--key-file", str(new_file))
+    plain = run_cli("decrypt", str(store_dir / rotated.key), "--key-file", str(new_file))
     assert plain.returncode == 0 and plain.stdout.encode() == b"payload 0 " * 200
-    wrong = _cli("decrypt", str(store_dir / rotated.key), "--key-file", str(old_file))
+    wrong = run_cli("decrypt", str(store_dir / rotated.key), "--key-file", str(old_file))
     _one_line_error(wrong, "master key 'k2' does not open this object")
 
-    rerun = _cli(*base, "--new-key-file", str(new_file), "--new-key-id", "k2")
+    rerun = run_cli(*base, "--new-key-file", str(new_file), "--new-key-id", "k2")
     assert rerun.returncode == 0, rerun.stderr  # no old key needed: nothing is left to rotate
     assert "2 backups already on it" in rerun.stdout
 
@@ -140,7 +123,7 @@ def test_backup_prune_plans_then_deletes_exactly_the_plan(tmp_path: Path) -> Non
     before = _snapshot(store_dir)
     args = ("backup", "prune", "--store-dir", str(store_dir), "--prefix", PREFIX)
     policy = ("--keep-last", "4", "--max-age-days", "30")
-    dry = _cli(*args, *policy, "--dry-run")
+    dry = run_cli(*args, *policy, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert _snapshot(store_dir) == before  # a dry run deletes nothing
     lines = dry.stdout.splitlines()
@@ -167,7 +150,7 @@ def test_backup_prune_plans_then_deletes_exactly_the_plan(tmp_path: Path) -> Non
     assert lines[-1].startswith("dry run: 5 kept, 2 to delete")
     assert lines[-1].endswith("nothing deleted")
 
-    done = _cli(*args, *policy)
+    done = run_cli(*args, *policy)
     assert done.returncode == 0, done.stderr
     out = done.stdout.splitlines()
     deleted = sorted(line.split()[1] for line in out if line.startswith("deleted "))
@@ -175,11 +158,11 @@ def test_backup_prune_plans_then_deletes_exactly_the_plan(tmp_path: Path) -> Non
     assert out[-1].startswith("5 kept, 2 deleted")
     remaining = {e.backup_id: e.status for e in list_backups(store, PREFIX)}
     assert remaining == {k: "complete" for k, action in planned.items() if action == "KEEP"}
-    again = _cli(*args, *policy)
+    again = run_cli(*args, *policy)
     assert again.returncode == 0, again.stderr
     assert not [line for line in again.stdout.splitlines() if line.startswith("deleted ")]
 
-    bad = _cli(*args, "--max-age-days", "30")
+    bad = run_cli(*args, "--max-age-days", "30")
     _one_line_error(bad, "invalid retention policy: the policy keeps nothing")
-    neither = _cli("backup", "prune", "--keep-last", "1")
+    neither = run_cli("backup", "prune", "--keep-last", "1")
     _one_line_error(neither, "give exactly one of --store, --store-dir or --storage-block")
