@@ -15,10 +15,16 @@ of RSS over the measured process tree (psutil, sampled every 20 ms). A third sid
 ``ours-noscan``, runs our backup with the RDB key scanner switched off, to show what the scan
 costs. Results go to stdout and ``benchmarks/results/redis-<timestamp>.json``.
 
-Then, at each size, the restore of each side's newest backup, alternating ``--repeat`` times:
-ours ``run_restore`` into an empty redis-server (scratch server, DUMP / RESTORE) in a child
-process; the shell ``age -d | zstd -d > dump.rdb`` and a redis-server started on that file,
-timed until loaded. Different work, see benchmarks/README.md (issue 4).
+Then, at each size, the restore of each side's newest backup, three sides taking turns
+``--repeat`` times:
+
+* ours to an RDB file: ``run_restore`` into an ``RdbFileTarget`` in a child process, then a
+  redis-server started on that file, timed until loaded (exactly as the shell side);
+* the shell: ``age -d | zstd -d > dump.rdb`` and a redis-server started on that file, timed
+  until loaded;
+* ours into a live server: ``run_restore`` into an empty running redis-server (scratch server,
+  DUMP / RESTORE) in a child process. Different work: its ratio is reported, not judged (see
+  benchmarks/README.md, issue 4).
 
 Usage: .venv/bin/python benchmarks/redis_backup.py --sizes 256 1024
 """
@@ -53,7 +59,6 @@ from benchmarks.backup_restore import (  # noqa: E402
     MIN_THROUGHPUT_RATIO,
     BenchError,
     Run,
-    alternate,
     log,
     measured,
     ours_run,
@@ -286,43 +291,67 @@ class Bench:
         with self.restore_target.client() as c:
             c.flushall()
 
-    def restore_ours(self, n: int) -> Run:
-        """run_restore into the empty target server, in a child; the scratch redis-server our
-        restore starts is sampled from here (its peak RSS and CPU go to the tool columns)."""
-        self.flush_target()
+    def restore_child(self, rdb_file: Path | None) -> Run:
+        """run_restore in a child: into ``rdb_file`` if given, else into the empty target
+        server; the scratch redis-server the live restore starts is sampled from here (its
+        peak RSS and CPU go to the tool columns)."""
         params = {
             "port": self.restore_port,
             "password": self.password,
             "key_hex": self.key_hex,
             "store": str(self.workdir / "store"),
+            "rdb_file": str(rdb_file) if rdb_file else None,
             "tool_time_file": str(self.workdir / "none.time"),  # no wrapped tool here
         }
-        try:
-            wall, out, tree = run_sampled(
-                [sys.executable, __file__, "--child-restore"], json.dumps(params).encode()
-            )
-        finally:
-            self.flush_target()
+        wall, out, tree = run_sampled(
+            [sys.executable, __file__, "--child-restore"], json.dumps(params).encode()
+        )
         r = json.loads(out)
         r["child_wall_seconds"] = wall
         r["tool_rss_mib"] = tree.peak_by_name.get("redis-server")
         r["tool_cpu_seconds"] = tree.cpu_seconds("redis-server")
         return ours_run(r)
 
+    def restore_ours(self, n: int) -> Run:
+        """Ours into a running server (DUMP / RESTORE), emptied before and after."""
+        self.flush_target()
+        try:
+            return self.restore_child(None)
+        finally:
+            self.flush_target()
+
+    def restore_ours_file(self, n: int) -> Run:
+        """Ours into an RDB file, then a redis-server started on it, timed until loaded: the
+        same work as the shell side."""
+        data_dir = self.fresh_dir("file-restore")
+        run = self.restore_child(data_dir / "dump.rdb")
+        self.load_restored(run, data_dir)
+        return run
+
     def restore_shell(self, n: int) -> Run:
         """``age -d | zstd -d > dump.rdb``, then a redis-server started on that file, timed
         until it has loaded (INFO persistence, polled every 50 ms as our restore polls its
         scratch server). That server is the restored target: like the target of ours, its
         memory is not counted; its CPU is."""
-        data_dir = self.workdir / "shell-restore"
-        shutil.rmtree(data_dir, ignore_errors=True)
-        data_dir.mkdir()
+        data_dir = self.fresh_dir("shell-restore")
         pipeline = (
             f"age -d -i {shlex.quote(str(self.identity))} "
             f"{shlex.quote(str(self.workdir / 'shell.rdb.zst.age'))} | zstd -d -q -c > "
             f"{shlex.quote(str(data_dir / 'dump.rdb'))}"
         )
         run = shell_run(pipeline, "shell restore", self.workdir / "shell.time")
+        self.load_restored(run, data_dir)
+        return run
+
+    def fresh_dir(self, name: str) -> Path:
+        data_dir = self.workdir / name
+        shutil.rmtree(data_dir, ignore_errors=True)
+        data_dir.mkdir()
+        return data_dir
+
+    def load_restored(self, run: Run, data_dir: Path) -> None:
+        """Start a redis-server on ``data_dir/dump.rdb``, time it until loaded and add that to
+        ``run`` (seconds and the server's CPU); then check its keys (not timed) and remove it."""
         t0 = time.perf_counter()
         port = self.start_server(data_dir)
         server = self.servers[-1]
@@ -332,28 +361,42 @@ class Bench:
             load_seconds = time.perf_counter() - t0
             usage = psutil.Process(server.pid)
             cpu = usage.cpu_times()
-            run.extra = {
-                "pipeline_seconds": run.seconds,
-                "load_seconds": load_seconds,
-                "server_rss_mib": usage.memory_info().rss / MIB,
-            }
+            run.extra.update(
+                pipeline_seconds=run.seconds,
+                load_seconds=load_seconds,
+                server_rss_mib=usage.memory_info().rss / MIB,
+            )
             run.seconds += load_seconds
             run.cpu_seconds += cpu.user + cpu.system
             check_keys(target.key_counts(), self.expected_keys)  # a sanity check, not timed
         finally:
             self.stop_server(server)
             shutil.rmtree(data_dir, ignore_errors=True)
-        return run
+
+
+def three_way(step: str, bench: Bench, repeat: int) -> tuple[list[Run], list[Run], list[Run]]:
+    """``repeat`` rounds of the three restore sides (ours to an RDB file, the shell, ours into
+    a running server), the order rotating every round, ``settle()`` before each run."""
+    sides = [bench.restore_ours_file, bench.restore_shell, bench.restore_ours]
+    runs: list[list[Run]] = [[], [], []]
+    for n in range(repeat):
+        for i in [(n + k) % 3 for k in range(3)]:
+            bench.settle()
+            run = sides[i](n)
+            runs[i].append(run)
+            what = ("ours to RDB file", "shell", "ours into a running server")[i]
+            log(f"{step} {what} #{n + 1}: {run.seconds:.1f} s, {run.rss_mib:.1f} MiB peak")
+    return runs[0], runs[1], runs[2]
 
 
 def check_keys(restored: dict[str, int], backed_up: dict[str, int]) -> None:
-    """The shell restore holds the keys of our backup of the same data: BenchError if not.
+    """A restored file holds the keys of our backup of the same data: BenchError if not.
     Keys with a TTL may expire in between (the seed's live at least an hour): fewer are
     logged, not fatal."""
     if set(restored) != set(backed_up) or any(restored[d] > backed_up[d] for d in restored):
-        raise BenchError(f"shell restore: keys {restored}, our backup has {backed_up}")
+        raise BenchError(f"restored keys {restored}, our backup has {backed_up}")
     if restored != backed_up:
-        log(f"shell restore: keys {restored}, our backup had {backed_up} (expired since)")
+        log(f"restored keys {restored}, our backup had {backed_up} (expired since)")
 
 
 def wait_loaded(target: Any, timeout: float = 3600) -> None:
@@ -378,11 +421,16 @@ def child_restore_main() -> None:
     params = json.load(sys.stdin)
     from siprec_backup.catalog import find_backup
     from siprec_backup.restore import run_restore
-    from siprec_backup.sources.redis import RedisTarget
+    from siprec_backup.sources.base import RestoreTarget
+    from siprec_backup.sources.redis import RdbFileTarget, RedisTarget
     from siprec_backup.storage import LocalStore
     from siprec_backup.stream import MasterKey
 
-    target = RedisTarget(host="127.0.0.1", port=params["port"], password=params["password"])
+    target: RestoreTarget = (
+        RdbFileTarget(Path(params["rdb_file"]))
+        if params["rdb_file"]
+        else RedisTarget(host="127.0.0.1", port=params["port"], password=params["password"])
+    )
     key = MasterKey("bench", bytes.fromhex(params["key_hex"]))
     store = LocalStore(params["store"])
     manifest = find_backup(store, "", "bench", "redis")
@@ -407,7 +455,8 @@ def main() -> None:
     started = datetime.now(UTC)
     workdir = Path(tempfile.mkdtemp(prefix="siprec-redis-bench-", dir="/var/tmp"))
     rows: list[dict[str, Any]] = []
-    restores: list[dict[str, Any]] = []
+    restores: list[dict[str, Any]] = []  # ours to an RDB file vs the shell: judged
+    live_restores: list[dict[str, Any]] = []  # ours into a running server vs the shell
     restore_runs: dict[str, list[dict[str, Any]]] = {}
     bench: Bench | None = None
     try:
@@ -445,23 +494,30 @@ def main() -> None:
                 flush=True,
             )
             # Restore: each side its own newest backup of this same data.
-            step = f"restore {size} MiB"
-            r = alternate(step, bench.restore_ours, bench.restore_shell, args.repeat, bench.settle)
-            restore_runs[step] = [asdict(x) for x in r]
-            restores.append({**summarize(step, size * MIB, r), "tool": "redis-server (scratch)"})
+            file_step, live_step = f"restore {size} MiB (RDB file)", f"live restore {size} MiB"
+            to_file, shell, live = three_way(file_step, bench, args.repeat)
+            restore_runs[file_step] = [asdict(x) for x in to_file + shell]
+            restore_runs[live_step] = [asdict(x) for x in live]
+            restores.append(summarize(file_step, size * MIB, to_file + shell))
+            live_restores.append(
+                {**summarize(live_step, size * MIB, live + shell), "tool": "redis-server (scratch)"}
+            )
     finally:
         if bench is not None:
             bench.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    print("\nrestore (age -d | zstd -d > dump.rdb; redis-server loads it)")
-    report = table(restores, sizes=("data MB", "RDB MB"))
+    print("\nrestore (shell: age -d | zstd -d > dump.rdb; redis-server loads it)")
+    report = table(restores + live_restores, sizes=("data MB", "RDB MB"))
     print(report)
     checks = verdicts(restores, flat="restore")
     print_checks(checks)
+    for s in live_restores:  # different work: reported, not judged (benchmarks/README.md)
+        print(f"{s['step']}: ours into a running server / shell {s['ratio']:.2f} (not judged)")
     result = {
         "cpus": os.cpu_count(),
         "rows": rows,
         "restore": restores,
+        "live_restore": live_restores,
         "restore_targets": [{"target": t, "met": ok} for t, ok in checks],
         "restore_runs": restore_runs,
         "restore_table": report,

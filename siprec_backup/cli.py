@@ -169,8 +169,9 @@ def backup_sets(
 RESTORE_TARGET_HELP = (
     "With --source: one target. With --set: NAME=TARGET, once per source of the set. A target "
     "is postgresql://user@host:port/db, mysql://user@host:port/db (db optional), "
-    "redis://host:port, or a directory (recordings); passwords from $PGPASSWORD, $MYSQL_PWD, "
-    "$REDISCLI_AUTH, never in the URL."
+    "redis://host:port (a running server) or /path/to/dump.rdb (an RDB file to start a "
+    "redis-server from; also file:///path), or a directory (recordings); passwords from "
+    "$PGPASSWORD, $MYSQL_PWD, $REDISCLI_AUTH, never in the URL."
 )
 #: What each kind's restore counts, for the summary table.
 _COUNTED = {"postgres": "rows", "mysql": "rows", "redis": "keys", "recordings": "files"}

@@ -3,7 +3,10 @@
 - ``postgresql://user@host:5432/dbname?sslmode=require`` (password from ``$PGPASSWORD``)
 - ``mysql://user@host:3306/dbname`` (password from ``$MYSQL_PWD``; the database name is where a
   single-database backup is restored, optional otherwise)
-- ``redis://[user@]host:6379`` or ``rediss://`` for TLS (password from ``$REDISCLI_AUTH``)
+- ``redis://[user@]host:6379`` or ``rediss://`` for TLS (password from ``$REDISCLI_AUTH``): the
+  keys are copied into that running server
+- ``file:///path/to/dump.rdb`` or an absolute path ending in ``.rdb``, for Redis: an RDB file to
+  start a redis-server from (the fast path: no server involved in the restore)
 - a directory, as a path or ``file:///path``, for recordings
 
 Passwords are refused inside the URL: a command line is visible to every user of the machine
@@ -20,7 +23,7 @@ from siprec_backup.errors import ConfigurationError
 from siprec_backup.sources.base import RestoreTarget
 from siprec_backup.sources.mysql import MySQLTarget
 from siprec_backup.sources.postgres import PostgresTarget
-from siprec_backup.sources.redis import RedisTarget
+from siprec_backup.sources.redis import RdbFileTarget, RedisTarget
 
 #: Where each kind's password comes from (the variables the native clients read too).
 PASSWORD_ENV = {"postgres": "PGPASSWORD", "mysql": "MYSQL_PWD", "redis": "REDISCLI_AUTH"}
@@ -45,10 +48,26 @@ def recordings_dir(url: str) -> Path:
     return path
 
 
+def rdb_file(url: str) -> Path | None:
+    """The RDB file a Redis backup is restored into, if `url` names one: ``file:///...`` or an
+    absolute path ending in ``.rdb``."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        path = Path(unquote(parts.path))
+        if parts.netloc not in ("", "localhost") or not path.is_absolute():
+            raise ConfigurationError(f"an RDB target is file:///absolute/path.rdb, not {url!r}")
+        return path
+    if url.startswith("/") and url.endswith(".rdb"):
+        return Path(url)
+    return None
+
+
 def restore_target(kind: str, url: str) -> RestoreTarget:
     """The restore target of a streamed backup of `kind` named by `url`."""
     if kind not in _SCHEMES:
         raise ConfigurationError(f"no URL target for {kind} backups")
+    if kind == "redis" and (rdb := rdb_file(url)) is not None:
+        return RdbFileTarget(rdb)
     parts = urlsplit(url)
     if parts.scheme not in _SCHEMES[kind]:
         expected = " or ".join(f"{s}://" for s in _SCHEMES[kind])

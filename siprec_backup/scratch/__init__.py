@@ -16,7 +16,7 @@ from pathlib import Path
 
 from siprec_backup.errors import ConfigurationError, ScratchQueryError, ScratchStartError
 from siprec_backup.scratch import mysql, postgres, redis
-from siprec_backup.scratch._common import ScratchInstance
+from siprec_backup.scratch._common import ScratchInstance, claim, sweep_abandoned
 from siprec_backup.scratch.existing import existing_scratch
 
 #: How each kind starts: (work_dir, *, timeout, bin_dir) -> instance.
@@ -59,7 +59,9 @@ __all__ = [
     "ScratchInstance",
     "ScratchQueryError",
     "ScratchStartError",
+    "claim",
     "existing_scratch",
     "scratch_server",
     "start_scratch",
+    "sweep_abandoned",
 ]

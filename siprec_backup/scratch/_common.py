@@ -189,6 +189,7 @@ class StartedServer:
         """Start the server and wait until ``ready()``."""
         self._proc = _process.spawn(argv, log=self.log, cwd=self.directory, user=user, env=env)
         self._ticks = _process.start_ticks(self._proc.pid)
+        _write_pid(self.directory / PID_FILE, self._proc.pid)  # for sweep_abandoned
         _process.wait_ready(
             f"scratch {self.kind}", ready, proc=self._proc, log=self.log, timeout=timeout
         )
@@ -241,3 +242,43 @@ class StartedServer:
         if isinstance(exc_info[1], FileNotFoundError) and path == str(self.directory):
             return  # already gone
         log.warning("cannot remove %s of %s: %s", path, self.describe(), first_line(exc_info[1]))
+
+
+OWNER_FILE = "owner"
+PID_FILE = "server.pid"
+
+
+def _read_pid(path: Path) -> tuple[int, int | None]:
+    """``<pid> <start ticks>`` as written by :func:`_write_pid`; OSError/ValueError if not."""
+    pid, ticks = path.read_text().split()
+    return int(pid), None if ticks == "None" else int(ticks)
+
+
+def _write_pid(path: Path, pid: int) -> None:
+    path.write_text(f"{pid} {_process.start_ticks(pid)}\n")
+
+
+def claim(directory: Path) -> None:
+    """Record this process as the owner of a work directory (see :func:`sweep_abandoned`)."""
+    _write_pid(directory / OWNER_FILE, os.getpid())
+
+
+def sweep_abandoned(base: Path, pattern: str) -> list[Path]:
+    """Remove the work directories matching ``pattern`` in ``base`` whose owner process is gone
+    (a verification killed mid-run): kill the scratch servers still running from them, then
+    delete them. Directories without an owner file (being created) are left alone."""
+    swept = []
+    for directory in base.glob(pattern):
+        try:
+            owner = _read_pid(directory / OWNER_FILE)
+        except (OSError, ValueError):
+            continue
+        if _process.is_alive(*owner):
+            continue
+        for pid_file in directory.rglob(PID_FILE):
+            with contextlib.suppress(OSError, ValueError):
+                _process.stop_process(*_read_pid(pid_file), sig=signal.SIGKILL)
+        shutil.rmtree(directory, ignore_errors=True)
+        log.warning("removed %s, left by a verification that did not finish", directory)
+        swept.append(directory)
+    return swept

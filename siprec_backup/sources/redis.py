@@ -1,4 +1,5 @@
-"""Redis: an RDB snapshot taken over the replication protocol, restored through a scratch server.
+"""Redis: an RDB snapshot taken over the replication protocol, restored into a running server or
+into an RDB file.
 
 Backup: we connect like a replica (``AUTH``, ``REPLCONF capa eof``, ``REPLCONF rdb-only 1``,
 ``PSYNC ? -1``) and the master sends one RDB snapshot, either disk-based (``$<len>``) or diskless
@@ -6,9 +7,15 @@ Backup: we connect like a replica (``AUTH``, ``REPLCONF capa eof``, ``REPLCONF r
 :class:`~siprec_backup.sources.rdb.RdbCounter` counts the keys of every logical database as they
 pass. No file access to the server is needed, and a replica can be backed up as well as a primary.
 
-Restore: the RDB is written to a private temporary file, a scratch ``redis-server`` listening on a
-unix socket only loads it (which also verifies its checksum), and every key is copied to the
-target with ``DUMP``/``PTTL`` and ``RESTORE`` in bounded pipelined batches.
+Restore, two modes. Both write the RDB once to a private file while an ``RdbCounter`` counts its
+keys (:class:`RdbWriter`), so the file is never read twice:
+
+- into a running server (:class:`RedisTarget`): a scratch ``redis-server`` listening on a unix
+  socket only loads the file (which also verifies its checksum), and every key is copied to the
+  target with ``DUMP``/``PTTL`` and ``RESTORE`` in bounded pipelined batches. Correct for a live
+  server, but much slower than loading a file;
+- into an RDB file (:class:`RdbFileTarget`) that a ``redis-server`` then starts from, as an
+  operator rebuilds a server from ``redis-cli --rdb`` dumps: the fast path, no server involved.
 
 Passwords go over the connection only, never on a command line, and never into messages.
 """
@@ -40,7 +47,7 @@ from siprec_backup.errors import (
     TargetNotEmptyError,
 )
 from siprec_backup.sources.base import DumpFacts
-from siprec_backup.sources.rdb import RdbCounter, RdbFormatError, scan_file
+from siprec_backup.sources.rdb import RdbCounter, RdbFormatError, RdbSummary
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +162,7 @@ class RedisTarget:
         expired (their TTL passed between backup and restore: they cannot be restored)."""
         counts: dict[str, int] = {}
         for name in tables:
-            if not name.startswith("db") or not name[2:].isdigit():
-                raise RestoreError(f"{name!r} is not a Redis database name (dbN)")
-            client = self.ping(int(name[2:]))
+            client = self.ping(db_index(name))
             try:
                 counts[name] = int(cast(int, client.dbsize())) + self._expired.get(name, 0)
             finally:
@@ -176,6 +181,13 @@ class RedisTarget:
                 "redis-server not found: install redis-server or set redis_server_bin"
             )
         return found
+
+
+def db_index(name: str) -> int:
+    """The number of a ``dbN`` database name; RestoreError for any other name."""
+    if not name.startswith("db") or not name[2:].isdigit():
+        raise RestoreError(f"{name!r} is not a Redis database name (dbN)")
+    return int(name[2:])
 
 
 def _first_line(exc: BaseException) -> str:
@@ -505,6 +517,165 @@ class RedisSource:
 # --- restore ----------------------------------------------------------------------------------
 
 
+class RdbWriter:
+    """The ``stdin`` of both restore modes: writes the RDB to a new private file (0600) and
+    feeds the same bytes to an :class:`RdbCounter`, which counts the keys per database in its
+    own thread with bounded memory, so that the file is never read back."""
+
+    def __init__(self, path: Path, where: str) -> None:
+        self.path = path
+        self._where = where
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            raise TargetNotEmptyError(
+                f"{path} exists: another restore is writing it, or one was interrupted (remove it)"
+            ) from None
+        except OSError as exc:
+            raise RestoreError(f"cannot create {path}: {exc.strerror or exc}") from None
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._counter = RdbCounter()
+        self.bytes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Write all of `data` (the counter keeps a copy: callers reuse their buffers)."""
+        chunk = bytes(data)
+        view = memoryview(chunk)
+        try:
+            while view:
+                view = view[self._file.write(view) :]
+        except OSError as exc:
+            raise RestoreError(f"writing {self.path} failed: {exc.strerror or exc}") from None
+        self._counter.feed(chunk)
+        self.bytes += len(chunk)
+        return len(chunk)
+
+    def flush(self) -> None:
+        """Nothing buffered here (the file is unbuffered)."""
+
+    def finish(self, *, durable: bool) -> RdbSummary:
+        """Close the file (fsync'ed first if `durable`) and return the scan of what was written;
+        RestoreError if it is not one complete RDB."""
+        try:
+            if durable:
+                os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as exc:
+            raise RestoreError(f"writing {self.path} failed: {exc.strerror or exc}") from None
+        try:
+            summary = self._counter.result()
+        except RdbFormatError as exc:
+            raise RestoreError(f"the backup is not a valid RDB: {exc}") from None
+        if summary.bytes_scanned != self.bytes:
+            raise RestoreError(
+                f"the backup is not a valid RDB: it ends at byte {summary.bytes_scanned} of "
+                f"{self.bytes}"
+            )
+        return summary
+
+    def died(self) -> RestoreError:
+        """Writing a local file does not break like a pipe; this reports a failed write."""
+        return RestoreError(f"writing the RDB for {self._where} failed")
+
+    def close(self) -> None:
+        """Close the file and end the counter's input (idempotent; the file stays)."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self._counter.close()
+
+
+class RdbFileTarget:
+    """An RDB file that a redis-server will start from (``--dir``/``--dbfilename``): the fast
+    restore, no server involved. The file is written as ``<path>.tmp`` (0600, owned by the
+    restoring user: give it to the server's account before starting it) and renamed into place
+    when complete, so `path` never holds a partial RDB."""
+
+    kind = "redis"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        #: Keys per database of the last finished restore, as the RDB counted them.
+        self.counted: dict[str, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"RdbFileTarget({str(self.path)!r})"
+
+    def describe(self) -> str:
+        return f"Redis RDB file {self.path}"
+
+    def prepare(self, *, overwrite: bool) -> None:
+        """Refuse an existing file unless `overwrite`; the directory must exist."""
+        if not self.path.parent.is_dir():
+            raise ConfigurationError(f"directory {self.path.parent} does not exist")
+        if self.path.is_dir():
+            raise ConfigurationError(f"{self.path} is a directory, not an RDB file")
+        if self.path.exists() and not overwrite:
+            raise TargetNotEmptyError(
+                f"target {self.path} already exists; choose a new file or allow overwrite"
+            )
+
+    def open_restore(self, *, overwrite: bool) -> RdbFileRestore:
+        return RdbFileRestore(self, overwrite=overwrite)
+
+    def restored_counts(self, tables: dict[str, int]) -> dict[str, int]:
+        """Keys per ``dbN`` of `tables` in the restored RDB, as its own records count them.
+
+        Like the backup's count, this includes keys whose TTL has passed: a server drops those
+        when it loads the file (a file cannot prove more than what it holds)."""
+        if self.counted is None:
+            raise RestoreError(f"no restore into {self.path} has finished")
+        counts: dict[str, int] = {}
+        for name in tables:
+            db_index(name)  # a one-line error for a name that is not dbN
+            counts[name] = self.counted.get(name, 0)
+        return counts
+
+
+class RdbFileRestore:
+    """Writes ``<path>.tmp`` and renames it to the target's path once it is a complete RDB."""
+
+    def __init__(self, target: RdbFileTarget, *, overwrite: bool) -> None:
+        self._target = target
+        self._overwrite = overwrite
+        self._tmp = target.path.with_name(target.path.name + ".tmp")
+        self._writer = RdbWriter(self._tmp, target.describe())
+        self.stdin = cast(BinaryIO, self._writer)
+        self._done = False
+
+    def finish(self) -> None:
+        """Close and fsync the file, check it is one whole RDB, rename it into place."""
+        summary = self._writer.finish(durable=True)
+        path = self._target.path
+        if path.exists() and not self._overwrite:
+            raise TargetNotEmptyError(f"target {path} appeared during the restore; not replaced")
+        try:
+            os.replace(self._tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise RestoreError(f"cannot move the RDB into {path}: {exc.strerror or exc}") from None
+        self._done = True
+        self._target.counted = dict(summary.keys)
+
+    def died(self) -> RestoreError:
+        return self._writer.died()
+
+    def close(self) -> None:
+        """Remove the partial file unless the restore finished."""
+        self._writer.close()
+        if not self._done:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class RedisRestore:
     """Collects the RDB in a private file; `finish` loads it into a scratch redis-server and
     copies every key to the target (see the module docstring)."""
@@ -515,8 +686,8 @@ class RedisRestore:
         self._server = target.server_bin()
         self._dir = Path(tempfile.mkdtemp(prefix="siprec-redis-restore-"))  # 0700
         self._rdb = self._dir / "restore.rdb"
-        fd = os.open(self._rdb, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self.stdin = cast(BinaryIO, os.fdopen(fd, "wb"))
+        self._writer = RdbWriter(self._rdb, target.describe())
+        self.stdin = cast(BinaryIO, self._writer)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -525,11 +696,7 @@ class RedisRestore:
 
     def finish(self) -> None:
         """Load the RDB in a scratch server, then copy its keys; RestoreError on failure."""
-        self.stdin.close()
-        try:
-            expected = scan_file(str(self._rdb)).keys
-        except RdbFormatError as exc:
-            raise RestoreError(f"the backup is not a valid RDB: {exc}") from None
+        expected = self._writer.finish(durable=False).keys
         databases = max([16] + [int(db[2:]) + 1 for db in expected])
         self._start_scratch(databases)
         self._copy_functions()
@@ -542,13 +709,11 @@ class RedisRestore:
                 self._target._expired[db] = gone
 
     def died(self) -> RestoreError:
-        """Writing a local file does not break like a pipe; this reports a failed write."""
-        return RestoreError(f"writing the RDB for {self._target.describe()} failed")
+        return self._writer.died()
 
     def close(self) -> None:
         """Stop the scratch server and delete the RDB file (also after a failure)."""
-        with contextlib.suppress(OSError):
-            self.stdin.close()
+        self._writer.close()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()

@@ -39,7 +39,13 @@ from siprec_backup.manifest import Manifest
 from siprec_backup.recordings import run_recordings_restore
 from siprec_backup.recordings.metadata import MetadataError, parse_metadata_file
 from siprec_backup.restore import stream_differences
-from siprec_backup.scratch import ScratchInstance, existing_scratch, start_scratch
+from siprec_backup.scratch import (
+    ScratchInstance,
+    claim,
+    existing_scratch,
+    start_scratch,
+    sweep_abandoned,
+)
 from siprec_backup.sources.base import RestoreTarget
 from siprec_backup.storage import ObjectStore
 from siprec_backup.stream import Keyring, MasterKey, StreamStats, unseal
@@ -49,6 +55,8 @@ from siprec_backup.verify.report import MAX_LISTED, Check, PartResult, Verificat
 log = logging.getLogger(__name__)
 
 PLATFORM = "platform"
+#: Work directories are named so; one whose owner died is swept by the next verification.
+WORK_PREFIX = "siprec-verify-"
 #: What each kind's load step is called in the report.
 LOAD_CHECK = {
     "postgres": "pg_restore succeeds",
@@ -82,7 +90,9 @@ class SetVerifier:
         self._scratch_targets = dict(scratch_targets or {})
         base = Path(work_dir) if work_dir else Path(tempfile.gettempdir())
         base.mkdir(parents=True, exist_ok=True)
-        self.work_dir = Path(tempfile.mkdtemp(prefix="siprec-verify-", dir=base))
+        sweep_abandoned(base, f"{WORK_PREFIX}*")
+        self.work_dir = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=base))
+        claim(self.work_dir)
         # Scratch servers run as their own accounts (postgres, mysql) when we are root: they
         # must traverse this directory, but not list it (restored recordings live here).
         os.chmod(self.work_dir, 0o711)  # noqa: S103 - traverse only, no listing

@@ -1,5 +1,6 @@
 """The quick start's main job: deployments registered by the documented command, the nightly
-platform backup run by the lab's worker into every store, and the set's restore checked."""
+platform backup run by the lab's worker into every store, the set's restore checked, and the
+same set verified by the verify-restore deployment."""
 
 from __future__ import annotations
 
@@ -40,3 +41,9 @@ def test_demo_end_to_end(platform: Platform, capsys: pytest.CaptureFixture[str])
 
     _, restores = anyio.run(_deployment_runs, "restore-platform/on-demand")
     assert any(run.state is not None and run.state.is_completed() for run in restores)
+
+    _, verifications = anyio.run(_deployment_runs, "verify-restore/on-demand")
+    assert any(run.state is not None and run.state.is_completed() for run in verifications)
+    assert " verified: " in out and "FAIL" not in out
+    schedule, _ = anyio.run(_deployment_runs, "restore-drill/weekly")
+    assert schedule is not None and (schedule.cron, schedule.timezone) == ("0 4 * * 0", "UTC")

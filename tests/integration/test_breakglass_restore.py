@@ -22,6 +22,7 @@ from siprec_backup.recordings import run_recordings_backup, run_recordings_resto
 from siprec_backup.sources.base import Source
 from siprec_backup.sources.mysql import MySQLSource
 from siprec_backup.sources.postgres import PostgresSource
+from siprec_backup.sources.rdb import scan_file
 from siprec_backup.sources.redis import RedisSource
 from siprec_backup.stream import MasterKey
 from tests.conftest import SEED_MB, SeededLab, run_cli
@@ -135,6 +136,18 @@ def test_redis(backups: tuple[SeededLab, Path, Path, dict[str, str]]) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert redis_key_counts(scratch.target()) == redis_key_counts(state.redis().target())
+
+
+def test_redis_into_an_rdb_file(
+    backups: tuple[SeededLab, Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    rdb = tmp_path / "x" / "dump.rdb"
+    rdb.parent.mkdir()
+    done = _restore(backups, "redis", str(rdb))
+    assert done.returncode == 0, done.stderr
+    assert f"into Redis RDB file {rdb}" in done.stdout
+    assert scan_file(str(rdb)).keys == redis_key_counts(backups[0].state.redis().target())
+    assert list(rdb.parent.iterdir()) == [rdb]
 
 
 def test_recordings(backups: tuple[SeededLab, Path, Path, dict[str, str]], tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,9 +17,10 @@ import pytest
 from siprec_backup.backup import run_backup
 from siprec_backup.backup_set import BackupSet, SetMember, write_backup_set
 from siprec_backup.catalog import list_backups
-from siprec_backup.lab import seed_platform
+from siprec_backup.lab import _process, seed_platform
 from siprec_backup.manifest import MANIFEST_NAME, Manifest, backup_prefix, new_backup_id
 from siprec_backup.recordings import run_recordings_backup
+from siprec_backup.scratch import start_scratch
 from siprec_backup.sources.mysql import MySQLSource
 from siprec_backup.sources.postgres import PostgresSource
 from siprec_backup.sources.redis import RedisSource
@@ -117,23 +119,12 @@ def _verify(
     with SetVerifier(store, "", backup_set, key, config=config) as verifier:
         report = verifier.run()
         work_dir = verifier.work_dir
+        servers = [i.pid for i in verifier._instances.values() if getattr(i, "pid", None)]
     assert not work_dir.exists()
-    assert not _processes_under(work_dir), "a scratch server outlived the verification"
+    for pid in servers:
+        assert not _process.is_alive(pid, None), "a scratch server outlived the verification"
     record_verification(store, "", report)
     return report
-
-
-def _processes_under(directory: Path) -> list[int]:
-    """PIDs whose command line names `directory` (scratch servers run from inside it)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if str(directory).encode() in cmdline:
-            found.append(int(pid))
-    return found
 
 
 def _failed(report: VerificationReport) -> dict[str, str]:
@@ -347,3 +338,24 @@ def test_the_cli_verifies_a_set_without_prefect(backups: Backups, tmp_path: Path
     done = run_cli(*args, str(key_file), "--checks", str(typo), env=NO_PREFECT)
     assert done.returncode == 1
     assert done.stderr == f"siprec-backup: error: {typo}: checks.0.expected: Field required\n"
+
+
+def test_a_verification_killed_mid_run_is_swept_by_the_next(
+    backups: Backups, tmp_path: Path
+) -> None:
+    """The work directory of a dead verification, with its scratch server still running, is
+    removed (server killed) when the next verification starts in the same place."""
+    base = tmp_path / "base"
+    base.mkdir()
+    abandoned = base / "siprec-verify-dead"
+    abandoned.mkdir()
+    server = start_scratch("redis", abandoned)
+    owner = subprocess.Popen(["true"])  # the verification process, which then died
+    owner.wait()
+    (abandoned / "owner").write_text(f"{owner.pid} None\n")
+    assert server.pid is not None and _process.is_alive(server.pid, None)
+    store = backups.copy(tmp_path)
+    with SetVerifier(store, "", _set(store, []), backups.key, work_dir=base):
+        assert not abandoned.exists()
+        assert not _process.is_alive(server.pid, None)
+    server.close()  # idempotent: nothing left to stop
