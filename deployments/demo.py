@@ -153,9 +153,10 @@ def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:
         print(f"{row['part']:<18} {row['restore_s']:>9} {row['mb_per_s']:>7}  {row['result']}")
     print(f"Prefect UI: {state.prefect_ui_url}  (runs, logs, the verification report artifact)")
     print(
-        f"Break-glass restore, no Prefect needed: {_cli()} restore "
-        f"--store {blocks.store_dir / blocks.prefix} --cluster {blocks.cluster} "
-        f"--source siprec-db --key-file {blocks.key_file} "
-        "--to postgresql://USER@HOST:PORT/DB   (password in $PGPASSWORD)"
+        f"Break-glass restore of the whole set, no Prefect needed: {_cli()} restore "
+        f"--store {blocks.store_dir / blocks.prefix} --cluster {blocks.cluster} --set latest "
+        f"--key-file {blocks.key_file} --to siprec-db=postgresql://USER@HOST:PORT/DB "
+        "--to siprec-mariadb=mysql://... --to siprec-redis=redis://... "
+        "--to siprec-recordings=/DIR   (passwords in $PGPASSWORD, $MYSQL_PWD, $REDISCLI_AUTH)"
     )
     print(f"Stop the lab: {_cli()} lab down{'' if lab_dir is None else f' --dir {lab_dir}'}")

@@ -141,7 +141,7 @@ class VerificationReport(BaseModel):
 
     def markdown(self) -> str:
         """A readable report for the Prefect UI."""
-        verdict = "✅ verified" if self.passed else "❌ FAILED"
+        verdict = "VERIFIED" if self.passed else "FAILED"
         lines = [
             f"# Restore verification of `{self.set_id}` ({self.cluster}): {verdict}",
             "",
@@ -158,7 +158,7 @@ class VerificationReport(BaseModel):
                 "|---|---|---|---|",
             ]
             lines += [
-                f"| {c.part} | {c.name} | {_cell(c.expected)} | {_cell(c.actual)} |"
+                f"| {c.part} | {_cell(c.name)} | {_cell(c.expected)} | {_cell(c.actual)} |"
                 for c in self.failed
             ]
             lines.append("")
@@ -171,14 +171,13 @@ class VerificationReport(BaseModel):
         lines += [
             "| " + " | ".join(_cell(v) for v in row.values()) + " |" for row in self.timing_rows()
         ]
+        lines += ["", "## Checks", "", "| Part | Check | Result | Detail |", "|---|---|---|---|"]
         lines += [
-            "",
-            "## Checks",
-            "",
-            "| Part | Check | Result | Expected | Actual |",
-            "|---|---|---|---|---|",
+            f"| {c.part} | {_cell(c.name)} | {'pass' if c.passed else '**FAIL**'} | "
+            + _cell(c.actual if c.passed else f"expected {c.expected}, got {c.actual}")
+            + " |"
+            for c in self.checks
         ]
-        lines += ["| " + " | ".join(_cell(v) for v in c.row().values()) + " |" for c in self.checks]
         return "\n".join(lines) + "\n"
 
 
