@@ -74,6 +74,9 @@ StorageBlockOption = Annotated[str | None, typer.Option(help="A storage block na
 PrefixOption = Annotated[str | None, typer.Option(help="Key prefix (default: the block's).")]
 ClusterFilter = Annotated[str, typer.Option(help="Only this cluster.")]
 SourceFilter = Annotated[str, typer.Option(help="Only this source.")]
+KeyFileOption = Annotated[
+    Path | None, typer.Option(help=f"File holding the master key (else ${KEY_ENV}).")
+]
 
 
 @app.command()
@@ -205,9 +208,7 @@ def restore(
     store_dir: StoreDirOption = None,
     storage_block: StorageBlockOption = None,
     prefix: PrefixOption = None,
-    key_file: Annotated[
-        Path | None, typer.Option(help=f"File holding the master key (else ${KEY_ENV}).")
-    ] = None,
+    key_file: KeyFileOption = None,
     overwrite: Annotated[bool, typer.Option(help="Allow a target that holds data.")] = False,
     progress: Annotated[
         bool,
@@ -554,9 +555,7 @@ def verify(
     store_dir: StoreDirOption = None,
     storage_block: StorageBlockOption = None,
     prefix: PrefixOption = None,
-    key_file: Annotated[
-        Path | None, typer.Option(help=f"File holding the master key (else ${KEY_ENV}).")
-    ] = None,
+    key_file: KeyFileOption = None,
     checks_file: Annotated[
         Path | None,
         typer.Option(
@@ -756,9 +755,7 @@ def decrypt(
     obj: Annotated[
         Path, typer.Argument(metavar="OBJECT", help="Backup object file, or - for stdin.")
     ],
-    key_file: Annotated[
-        Path | None, typer.Option(help=f"File holding the master key (else ${KEY_ENV}).")
-    ] = None,
+    key_file: KeyFileOption = None,
     key_id: Annotated[
         str | None, typer.Option(help="Key id (default: read from the object's header).")
     ] = None,

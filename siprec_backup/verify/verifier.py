@@ -49,7 +49,7 @@ from siprec_backup.scratch import (
 from siprec_backup.sources.base import RestoreTarget
 from siprec_backup.storage import ObjectStore
 from siprec_backup.stream import Keyring, MasterKey, StreamStats, unseal
-from siprec_backup.verify.config import VerificationConfig
+from siprec_backup.verify.config import SqlCheck, VerificationConfig
 from siprec_backup.verify.report import MAX_LISTED, Check, PartResult, VerificationReport
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ WORK_PREFIX = "siprec-verify-"
 LOAD_CHECK = {
     "postgres": "pg_restore succeeds",
     "mysql": "SQL load succeeds",
-    "redis": "RDB load succeeds",
+    "redis": "RDB complete and valid",
 }
 COUNT_NOUN = {"postgres": "rows", "mysql": "rows", "redis": "keys"}
 
@@ -163,12 +163,7 @@ class SetVerifier:
         """The checks across parts: recording references and the user's SQL checks."""
         if self.config.references is not None:
             self.platform_checks += self._check_references()
-        for sql_check in self.config.checks:
-            self.platform_checks.append(
-                self._run_sql_check(
-                    sql_check.name, sql_check.source, sql_check.sql, sql_check.expected
-                )
-            )
+        self.platform_checks += [self._run_sql_check(check) for check in self.config.checks]
         return self.platform_checks
 
     def report(self) -> VerificationReport:
@@ -342,19 +337,19 @@ class SetVerifier:
             ),
         ]
 
-    def _run_sql_check(self, name: str, source: str, sql: str, expected: str) -> Check:
-        instance = self._instances.get(source)
+    def _run_sql_check(self, check: SqlCheck) -> Check:
+        name, expected = check.name, check.expected
+        instance = self._instances.get(check.source)
         if instance is None:
-            return _platform(name, expected, f"not run: no restored database for {source}")
+            return _platform(name, expected, f"not run: no restored database for {check.source}")
         try:
-            rows = instance.query(sql)
+            rows = instance.query(check.sql)
         except SiprecBackupError as exc:
             return _platform(name, expected, f"query failed: {exc}")
         if len(rows) != 1 or len(rows[0]) != 1:
             shape = f"{len(rows)} rows" + (f" of {len(rows[0])} columns" if rows else "")
             return _platform(name, expected, f"{shape} (expected one value)")
-        actual = "NULL" if rows[0][0] is None else str(rows[0][0])
-        return _platform(name, expected, actual)
+        return _platform(name, expected, "NULL" if rows[0][0] is None else str(rows[0][0]))
 
     # --- scratch servers --------------------------------------------------------------------
 

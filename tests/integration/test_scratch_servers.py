@@ -104,12 +104,15 @@ def _my_source(lab: LabState) -> MySQLSource:
 
 
 def _redis_source(lab: LabState) -> RedisSource:
-    with lab.redis().client(0) as c0, lab.redis().client(1) as c1:
+    """A tiny data set on the lab's scratch Redis (the primary's seed data is shared by the
+    whole session and must stay as it is)."""
+    server = lab.redis("scratch")
+    with server.client(0) as c0, server.client(1) as c1:
         c0.flushall()
         for n in range(ROWS):
             c0.set(f"siprec:call:{n}", f"state-{n}")
         c1.rpush("siprec:queue", *range(10))
-    return RedisSource(lab.redis().target())
+    return RedisSource(server.target())
 
 
 @pytest.fixture(scope="module")

@@ -150,7 +150,7 @@ def test_a_good_set_is_verified_check_by_check(backups: Backups, tmp_path: Path)
         "db: rows siprec.recordings",
         "maria: SQL load succeeds",
         "maria: rows siprec.recordings",
-        "redis: RDB load succeeds",
+        "redis: RDB complete and valid",
         "redis: keys db0",
         "recs: every recording restores with its sha256",
         "recs: every metadata XML parses",
