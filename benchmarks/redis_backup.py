@@ -18,8 +18,9 @@ costs. Results go to stdout and ``benchmarks/results/redis-<timestamp>.json``.
 Then, at each size, the restore of each side's newest backup, three sides taking turns
 ``--repeat`` times:
 
-* ours to an RDB file: ``run_restore`` into an ``RdbFileTarget`` in a child process, then a
-  redis-server started on that file, timed until loaded (exactly as the shell side);
+* ours, verification path: ``run_restore`` into the restore verification's scratch Redis in a
+  child process (the RDB written to a file, a redis-server started on it and timed until
+  loaded, its keys counted against the manifest): the same work as the shell side;
 * the shell: ``age -d | zstd -d > dump.rdb`` and a redis-server started on that file, timed
   until loaded;
 * ours into a live server: ``run_restore`` into an empty running redis-server (scratch server,
@@ -291,16 +292,16 @@ class Bench:
         with self.restore_target.client() as c:
             c.flushall()
 
-    def restore_child(self, rdb_file: Path | None) -> Run:
-        """run_restore in a child: into ``rdb_file`` if given, else into the empty target
-        server; the scratch redis-server the live restore starts is sampled from here (its
-        peak RSS and CPU go to the tool columns)."""
+    def restore_child(self, scratch_dir: Path | None) -> Run:
+        """run_restore in a child: into a scratch Redis under ``scratch_dir`` if given (the
+        verification path), else into the empty target server; the redis-server each one
+        starts is sampled from here (its peak RSS and CPU go to the tool columns)."""
         params = {
             "port": self.restore_port,
             "password": self.password,
             "key_hex": self.key_hex,
             "store": str(self.workdir / "store"),
-            "rdb_file": str(rdb_file) if rdb_file else None,
+            "scratch_dir": str(scratch_dir) if scratch_dir else None,
             "tool_time_file": str(self.workdir / "none.time"),  # no wrapped tool here
         }
         wall, out, tree = run_sampled(
@@ -321,12 +322,10 @@ class Bench:
             self.flush_target()
 
     def restore_ours_file(self, n: int) -> Run:
-        """Ours into an RDB file, then a redis-server started on it, timed until loaded: the
-        same work as the shell side."""
-        data_dir = self.fresh_dir("file-restore")
-        run = self.restore_child(data_dir / "dump.rdb")
-        self.load_restored(run, data_dir)
-        return run
+        """Ours through the verification's scratch Redis: the RDB written to a file, a
+        redis-server started on it and timed until loaded, the keys counted: the same work as
+        the shell side."""
+        return self.restore_child(self.fresh_dir("scratch-restore"))
 
     def restore_shell(self, n: int) -> Run:
         """``age -d | zstd -d > dump.rdb``, then a redis-server started on that file, timed
@@ -375,8 +374,9 @@ class Bench:
 
 
 def three_way(step: str, bench: Bench, repeat: int) -> tuple[list[Run], list[Run], list[Run]]:
-    """``repeat`` rounds of the three restore sides (ours to an RDB file, the shell, ours into
-    a running server), the order rotating every round, ``settle()`` before each run."""
+    """``repeat`` rounds of the three restore sides (ours through the verification path, the
+    shell, ours into a running server), the order rotating every round, ``settle()`` before
+    each run."""
     sides = [bench.restore_ours_file, bench.restore_shell, bench.restore_ours]
     runs: list[list[Run]] = [[], [], []]
     for n in range(repeat):
@@ -384,7 +384,7 @@ def three_way(step: str, bench: Bench, repeat: int) -> tuple[list[Run], list[Run
             bench.settle()
             run = sides[i](n)
             runs[i].append(run)
-            what = ("ours to RDB file", "shell", "ours into a running server")[i]
+            what = ("ours, verification path", "shell", "ours into a running server")[i]
             log(f"{step} {what} #{n + 1}: {run.seconds:.1f} s, {run.rss_mib:.1f} MiB peak")
     return runs[0], runs[1], runs[2]
 
@@ -420,21 +420,30 @@ def child_restore_main() -> None:
     password) as JSON on stdin; what ``measured`` reports as JSON on stdout."""
     params = json.load(sys.stdin)
     from siprec_backup.catalog import find_backup
-    from siprec_backup.restore import run_restore
-    from siprec_backup.sources.base import RestoreTarget
-    from siprec_backup.sources.redis import RdbFileTarget, RedisTarget
+    from siprec_backup.restore import RestoreResult, run_restore
+    from siprec_backup.scratch import ScratchInstance, start_scratch
+    from siprec_backup.sources.redis import RedisTarget
     from siprec_backup.storage import LocalStore
     from siprec_backup.stream import MasterKey
 
-    target: RestoreTarget = (
-        RdbFileTarget(Path(params["rdb_file"]))
-        if params["rdb_file"]
-        else RedisTarget(host="127.0.0.1", port=params["port"], password=params["password"])
-    )
     key = MasterKey("bench", bytes.fromhex(params["key_hex"]))
     store = LocalStore(params["store"])
     manifest = find_backup(store, "", "bench", "redis")
-    result, report = measured(params, lambda: run_restore(store, manifest, key, target))
+
+    scratch: list[ScratchInstance] = []
+
+    def restore() -> RestoreResult:
+        if not params["scratch_dir"]:
+            live = RedisTarget(host="127.0.0.1", port=params["port"], password=params["password"])
+            return run_restore(store, manifest, key, live)
+        scratch.append(start_scratch("redis", Path(params["scratch_dir"])))
+        return run_restore(store, manifest, key, scratch[0].restore_target(manifest))
+
+    try:
+        result, report = measured(params, restore)
+    finally:  # not timed: the shell side's server is stopped after its timing too
+        for instance in scratch:
+            instance.close()
     print(json.dumps({"dump_bytes": result.plaintext_bytes, "tables": result.tables, **report}))
 
 
@@ -455,7 +464,7 @@ def main() -> None:
     started = datetime.now(UTC)
     workdir = Path(tempfile.mkdtemp(prefix="siprec-redis-bench-", dir="/var/tmp"))
     rows: list[dict[str, Any]] = []
-    restores: list[dict[str, Any]] = []  # ours to an RDB file vs the shell: judged
+    restores: list[dict[str, Any]] = []  # ours (verification path) vs the shell: judged
     live_restores: list[dict[str, Any]] = []  # ours into a running server vs the shell
     restore_runs: dict[str, list[dict[str, Any]]] = {}
     bench: Bench | None = None
@@ -494,11 +503,16 @@ def main() -> None:
                 flush=True,
             )
             # Restore: each side its own newest backup of this same data.
-            file_step, live_step = f"restore {size} MiB (RDB file)", f"live restore {size} MiB"
+            file_step, live_step = (
+                f"restore {size} MiB (to a loaded server)",
+                f"live restore {size} MiB",
+            )
             to_file, shell, live = three_way(file_step, bench, args.repeat)
             restore_runs[file_step] = [asdict(x) for x in to_file + shell]
             restore_runs[live_step] = [asdict(x) for x in live]
-            restores.append(summarize(file_step, size * MIB, to_file + shell))
+            restores.append(
+                {**summarize(file_step, size * MIB, to_file + shell), "tool": "redis-server"}
+            )
             live_restores.append(
                 {**summarize(live_step, size * MIB, live + shell), "tool": "redis-server (scratch)"}
             )

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,9 @@ from siprec_backup.stream import Keyring, MasterKey, unseal
 log = logging.getLogger(__name__)
 
 _TMP_SUFFIX = ".sbk-restore-tmp"
+#: Packs restored at once (a backup has two: compressed data and stored audio; an incremental
+#: one also reads its bases' packs).
+PARALLEL_PACKS = 2
 _EMPTY_SHA256 = hashlib.sha256().digest()
 
 
@@ -258,24 +262,16 @@ def run_recordings_restore(
             )
         slot.entries.append(entry)
 
-    for object_key, (obj, slots) in sorted(groups.items()):
-        where = f"pack {object_key}"
-        sink = _RoutingSink(target_dir, sorted(slots.values(), key=lambda s: s.offset), where)
-        try:
-            try:
-                reader = store.open_reader(object_key)
-            except NotFoundError:
-                raise NotFoundError(
-                    f"{where} is missing from {store.describe()}: backup "
-                    f"{manifest.backup_id} needs it for {len(slots)} stored files"
-                ) from None
-            with reader:
-                stats = unseal(with_progress(reader, progress), cast(BinaryIO, sink), keys)
-            sink.finish()
-        finally:
-            sink.close()
-        check_object(obj, stats, where)
-        restored += sink.restored
+    # The packs are independent streams: restore two at a time, so that decryption, hashing
+    # and writing (which release the GIL) use two cores.
+    with ThreadPoolExecutor(max_workers=PARALLEL_PACKS, thread_name_prefix="pack") as pool:
+        futures = [
+            pool.submit(
+                _restore_pack, store, obj, slots, target_dir, keys, progress, manifest.backup_id
+            )
+            for obj, slots in (groups[key] for key in sorted(groups))
+        ]
+        restored += sum(future.result() for future in futures)
 
     counts = {
         "files": restored,
@@ -295,6 +291,35 @@ def run_recordings_restore(
         seconds=seconds,
         tables=counts,
     )
+
+
+def _restore_pack(
+    store: ObjectStore,
+    obj: StoredObject,
+    slots: dict[int, _Slot],
+    target_dir: Path,
+    keys: Keyring | MasterKey,
+    progress: ReadProgress | None,
+    backup_id: str,
+) -> int:
+    """Stream one pack into its files, prove it against its manifest record; files restored."""
+    where = f"pack {obj.key}"
+    sink = _RoutingSink(target_dir, sorted(slots.values(), key=lambda s: s.offset), where)
+    try:
+        try:
+            reader = store.open_reader(obj.key)
+        except NotFoundError:
+            raise NotFoundError(
+                f"{where} is missing from {store.describe()}: backup "
+                f"{backup_id} needs it for {len(slots)} stored files"
+            ) from None
+        with reader:
+            stats = unseal(with_progress(reader, progress), cast(BinaryIO, sink), keys)
+        sink.finish()
+    finally:
+        sink.close()
+    check_object(obj, stats, where)
+    return sink.restored
 
 
 def _write_empty(target: Path, entry: IndexEntry) -> None:

@@ -170,8 +170,10 @@ class RedisScratch(StartedServer):
 
 
 class ScratchRdbTarget(RdbFileTarget):
-    """The scratch server's RDB file: the restore writes it, :meth:`restored_counts` restarts
-    the server on it and counts what the server loaded."""
+    """The scratch server's RDB file: the restore writes it (no scan: the server counts),
+    :meth:`restored_counts` restarts the server on it and counts what the server loaded."""
+
+    scan = False
 
     def __init__(self, scratch: RedisScratch) -> None:
         super().__init__(scratch.rdb)
@@ -181,14 +183,14 @@ class ScratchRdbTarget(RdbFileTarget):
         return f"{self._scratch.describe()} (through an RDB file)"
 
     def restored_counts(self, tables: dict[str, int]) -> dict[str, int]:
-        """Keys per ``dbN`` of `tables` in the server that loaded the file, plus the keys the
-        RDB held that the server dropped while loading, when the server's own log accounts for
-        every one of them (expired since the backup): a warning gives their number."""
-        in_file = dict(self.counted or {})
-        super().restored_counts(tables)  # a finished restore, dbN names
-        databases = max([16] + [db_index(db) + 1 for db in in_file])
+        """Keys per ``dbN`` of `tables` in the server that loaded the file, plus the keys it
+        dropped while loading when its own log accounts for exactly the keys missing against
+        `tables` (they expired since the backup): a warning gives their number."""
+        if self.counted is None:
+            raise RestoreError(f"no restore into {self.path} has finished")
+        databases = max([16] + [db_index(db) + 1 for db in tables])
         loaded, dropped = self._scratch.load_rdb(databases)
-        missing = {db: n - loaded.get(db, 0) for db, n in in_file.items() if n > loaded.get(db, 0)}
+        missing = {db: n - loaded.get(db, 0) for db, n in tables.items() if n > loaded.get(db, 0)}
         if dropped and dropped == sum(missing.values()):
             log.warning("%d keys of the RDB had expired: the server dropped them", dropped)
             loaded = {db: loaded.get(db, 0) + missing.get(db, 0) for db in {*loaded, *missing}}

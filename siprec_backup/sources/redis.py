@@ -518,11 +518,13 @@ class RedisSource:
 
 
 class RdbWriter:
-    """The ``stdin`` of both restore modes: writes the RDB to a new private file (0600) and
-    feeds the same bytes to an :class:`RdbCounter`, which counts the keys per database in its
-    own thread with bounded memory, so that the file is never read back."""
+    """The ``stdin`` of the restores: writes the RDB to a new private file (0600) and, when
+    `scan` is set, feeds the same bytes to an :class:`RdbCounter`, which counts the keys per
+    database in its own thread with bounded memory, so that the file is never read back. (The
+    scanner is pure Python, slower than the write: a restore whose server loads the file and
+    counts the keys itself goes without it.)"""
 
-    def __init__(self, path: Path, where: str) -> None:
+    def __init__(self, path: Path, where: str, *, scan: bool = True) -> None:
         self.path = path
         self._where = where
         try:
@@ -534,34 +536,37 @@ class RdbWriter:
         except OSError as exc:
             raise RestoreError(f"cannot create {path}: {exc.strerror or exc}") from None
         self._file = os.fdopen(fd, "wb", buffering=0)
-        self._counter = RdbCounter()
+        self._counter = RdbCounter() if scan else None
         self.bytes = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Write all of `data` (the counter keeps a copy: callers reuse their buffers)."""
-        chunk = bytes(data)
+        chunk = bytes(data) if self._counter is not None else data
         view = memoryview(chunk)
         try:
             while view:
                 view = view[self._file.write(view) :]
         except OSError as exc:
             raise RestoreError(f"writing {self.path} failed: {exc.strerror or exc}") from None
-        self._counter.feed(chunk)
+        if self._counter is not None:
+            self._counter.feed(cast(bytes, chunk))
         self.bytes += len(chunk)
         return len(chunk)
 
     def flush(self) -> None:
         """Nothing buffered here (the file is unbuffered)."""
 
-    def finish(self, *, durable: bool) -> RdbSummary:
-        """Close the file (fsync'ed first if `durable`) and return the scan of what was written;
-        RestoreError if it is not one complete RDB."""
+    def finish(self, *, durable: bool) -> RdbSummary | None:
+        """Close the file (fsync'ed first if `durable`) and return the scan of what was written
+        (None without a scan); RestoreError if the scan finds it is not one complete RDB."""
         try:
             if durable:
                 os.fsync(self._file.fileno())
             self._file.close()
         except OSError as exc:
             raise RestoreError(f"writing {self.path} failed: {exc.strerror or exc}") from None
+        if self._counter is None:
+            return None
         try:
             summary = self._counter.result()
         except RdbFormatError as exc:
@@ -581,7 +586,8 @@ class RdbWriter:
         """Close the file and end the counter's input (idempotent; the file stays)."""
         with contextlib.suppress(OSError):
             self._file.close()
-        self._counter.close()
+        if self._counter is not None:
+            self._counter.close()
 
 
 class RdbFileTarget:
@@ -591,6 +597,9 @@ class RdbFileTarget:
     when complete, so `path` never holds a partial RDB."""
 
     kind = "redis"
+    #: Count the keys as the RDB is written (the file's own proof; a subclass whose server
+    #: loads the file counts them there instead, faster).
+    scan = True
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -638,7 +647,7 @@ class RdbFileRestore:
         self._target = target
         self._overwrite = overwrite
         self._tmp = target.path.with_name(target.path.name + ".tmp")
-        self._writer = RdbWriter(self._tmp, target.describe())
+        self._writer = RdbWriter(self._tmp, target.describe(), scan=target.scan)
         self.stdin = cast(BinaryIO, self._writer)
         self._done = False
 
@@ -654,7 +663,7 @@ class RdbFileRestore:
         except OSError as exc:
             raise RestoreError(f"cannot move the RDB into {path}: {exc.strerror or exc}") from None
         self._done = True
-        self._target.counted = dict(summary.keys)
+        self._target.counted = dict(summary.keys) if summary is not None else {}
 
     def died(self) -> RestoreError:
         return self._writer.died()
@@ -696,7 +705,9 @@ class RedisRestore:
 
     def finish(self) -> None:
         """Load the RDB in a scratch server, then copy its keys; RestoreError on failure."""
-        expected = self._writer.finish(durable=False).keys
+        summary = self._writer.finish(durable=False)
+        assert summary is not None  # this writer scans
+        expected = summary.keys
         databases = max([16] + [int(db[2:]) + 1 for db in expected])
         self._start_scratch(databases)
         self._copy_functions()

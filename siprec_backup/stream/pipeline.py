@@ -12,8 +12,10 @@ zstd runs in its own worker threads so compression overlaps hashing and AES-GCM.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import zstandard
 
@@ -56,12 +58,41 @@ class StreamStats:
     ciphertext_sha256: str
 
 
+class _BackgroundHash:
+    """sha256 computed in a worker thread (hashlib releases the GIL), so that hashing a restore's
+    two streams overlaps decryption, decompression and the writes on another core. ``update``
+    copies the data (callers reuse their buffers); at most `depth` pieces wait (bounded memory).
+    Call :meth:`close` in every case: :meth:`hexdigest` does it too."""
+
+    def __init__(self, depth: int = 8) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._hash = hashlib.sha256()
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (piece := self._queue.get()) is not None:
+            self._hash.update(piece)
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._queue.put(bytes(data))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+
 class _HashingSink:
     """Counts and hashes what passes to ``sink``; keeps no reference to the buffers."""
 
-    def __init__(self, sink: BinaryIO) -> None:
+    def __init__(self, sink: BinaryIO, hasher: Any = None) -> None:
         self._write = sink.write
-        self._hash = hashlib.sha256()
+        self._hash = hasher if hasher is not None else hashlib.sha256()
         self.count = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -81,9 +112,9 @@ class _HashingSink:
 class _HashingSource:
     """Counts and hashes what is read from ``source``."""
 
-    def __init__(self, source: BinaryIO) -> None:
+    def __init__(self, source: BinaryIO, hasher: Any = None) -> None:
         self._source = source
-        self._hash = hashlib.sha256()
+        self._hash = hasher if hasher is not None else hashlib.sha256()
         self.count = 0
 
     def readinto(self, buffer: memoryview) -> int:
@@ -365,9 +396,25 @@ def unseal(
     truncated or tampered at a later chunk: treat ``sink`` as garbage unless this returns.
     Plaintext stats cover the bytes written to ``sink``; ciphertext stats the whole stream.
     """
-    hashing_source = _HashingSource(source)
+    cipher_hash, plain_hash = _BackgroundHash(), _BackgroundHash()
+    try:
+        return _unseal(source, sink, keyring, decompress, cipher_hash, plain_hash)
+    finally:
+        cipher_hash.close()
+        plain_hash.close()
+
+
+def _unseal(
+    source: BinaryIO,
+    sink: BinaryIO,
+    keyring: Keyring | MasterKey,
+    decompress: bool,
+    cipher_hash: _BackgroundHash,
+    plain_hash: _BackgroundHash,
+) -> StreamStats:
+    hashing_source = _HashingSource(source, cipher_hash)
     reader = DecryptingReader(cast(BinaryIO, hashing_source), keyring)
-    hashing_sink = _HashingSink(sink)
+    hashing_sink = _HashingSink(sink, plain_hash)
     if reader.header.compression is Compression.ZSTD and decompress:
         payload = _FramePayload(reader)
         decompressor = zstandard.ZstdDecompressor().stream_reader(
