@@ -3,19 +3,24 @@
 Starts a lab with the replicated servers only (PostgreSQL, MariaDB and Redis, each a primary and
 a replica; no Prefect, no object stores), builds 50 nodes by repeating those six under distinct
 cluster names, then runs `check_nodes` `--passes` times and reports the time per pass (median,
-95th percentile, max) and our process's RSS after the first pass and after the last, so that
-memory growing with uptime would show. Target from issue 5: under 2 s per pass, RSS flat.
+95th percentile, max), our process's RSS and the memory Python allocated (tracemalloc) after pass
+1, 1,000, 5,000, 10,000 and the last, the lines whose allocations grew most from pass 1,000 (a
+tenth of a shorter run) to the last, and a verdict line: memory FLAT or GROWING. Target from
+issue 5: under 2 s per pass, memory flat over 10,000 passes.
 
-Usage: .venv/bin/python benchmarks/replication_pass.py --nodes 50 --passes 1000
+Usage: .venv/bin/python benchmarks/replication_pass.py --nodes 50 --passes 10000
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -44,7 +49,7 @@ def lab_nodes(state: LabState, copy: int) -> list[ReplicationNode]:
             ReplicationNode(
                 f"pg-{copy}",
                 name,
-                role,  # type: ignore[arg-type]
+                role,
                 PostgresTarget(host=pg.host, port=pg.port, user=pg.superuser, dbname="postgres"),
             )
         )
@@ -53,7 +58,7 @@ def lab_nodes(state: LabState, copy: int) -> list[ReplicationNode]:
             ReplicationNode(
                 f"my-{copy}",
                 f"my-{role}",
-                role,  # type: ignore[arg-type]
+                role,
                 MySQLTarget(host=maria.host, port=maria.port, user=maria.admin_user),
             )
         )
@@ -62,18 +67,156 @@ def lab_nodes(state: LabState, copy: int) -> list[ReplicationNode]:
             ReplicationNode(
                 f"rd-{copy}",
                 f"rd-{role}",
-                role,  # type: ignore[arg-type]
+                role,
                 RedisTarget(host=redis.host, port=redis.port, password=redis.password),
             )
         )
     return nodes
 
 
+#: Passes after which RSS (and traced memory) is reported, when the run is that long.
+CHECKPOINTS = (1, 1_000, 5_000, 10_000)
+#: The verdict's limits from the early checkpoint to the end: growth of the memory Python
+#: allocates (tracemalloc) and of the RSS (allocator arenas of the check threads included).
+FLAT_TRACED_BYTES = 1 * MIB
+FLAT_RSS_BYTES = 8 * MIB
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Memory after a pass: RSS, what Python allocated (traced), tracemalloc's own bookkeeping."""
+
+    passes: int
+    rss: int
+    traced: int
+    bookkeeping: int
+
+    @property
+    def rss_net(self) -> int:
+        """RSS without tracemalloc's own memory (which grows with the traces it keeps)."""
+        return self.rss - self.bookkeeping
+
+
+def early_checkpoint(passes: int) -> int:
+    """Where the "first" tracemalloc snapshot is taken: pass 1,000, or a tenth of a short run."""
+    return min(1_000, max(1, passes // 10))
+
+
+def own_code_excluded(snapshot: tracemalloc.Snapshot) -> tracemalloc.Snapshot:
+    """The snapshot without this benchmark's own allocations (its list of pass times grows by
+    design) and tracemalloc's."""
+    return snapshot.filter_traces(
+        [tracemalloc.Filter(False, __file__), tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+
+
+def measure(
+    nodes: list[ReplicationNode], passes: int, trace: bool
+) -> tuple[list[float], dict[str, int], list[Checkpoint], list[tracemalloc.StatisticDiff]]:
+    """Run the passes: seconds per pass, first pass statuses, memory checkpoints, top growth."""
+    thresholds = Thresholds()
+    me = psutil.Process()
+    seconds: list[float] = []
+    statuses: dict[str, int] = {}
+    early = early_checkpoint(passes)
+    wanted = {n for n in CHECKPOINTS if n <= passes} | {early, passes}
+    checkpoints: list[Checkpoint] = []
+    first: tracemalloc.Snapshot | None = None
+    growth: list[tracemalloc.StatisticDiff] = []
+    if trace:
+        tracemalloc.start(1)  # one frame: "lineno" statistics, a third of the slowdown of 8
+    try:
+        for n in range(1, passes + 1):
+            t0 = time.perf_counter()
+            records = check_nodes(nodes, thresholds, timeout=5.0)
+            seconds.append(time.perf_counter() - t0)
+            if n == 1:
+                for record in records:
+                    statuses[record.status] = statuses.get(record.status, 0) + 1
+            del records
+            if n in wanted:
+                gc.collect()
+                traced = tracemalloc.get_traced_memory()[0] if trace else 0
+                own = tracemalloc.get_tracemalloc_memory() if trace else 0
+                checkpoints.append(Checkpoint(n, me.memory_info().rss, traced, own))
+                if trace and n == early:
+                    first = own_code_excluded(tracemalloc.take_snapshot())
+                if trace and n == passes and first is not None:
+                    last = own_code_excluded(tracemalloc.take_snapshot())
+                    growth = last.compare_to(first, "lineno")
+    finally:
+        if trace:
+            tracemalloc.stop()
+    return seconds, statuses, checkpoints, growth
+
+
+def report(
+    nodes: int,
+    passes: int,
+    seconds: list[float],
+    statuses: dict[str, int],
+    checkpoints: list[Checkpoint],
+    growth: list[tracemalloc.StatisticDiff],
+    trace: bool,
+) -> None:
+    ordered = sorted(seconds)
+    p95 = ordered[int(0.95 * (len(ordered) - 1))]
+    print(f"{nodes} nodes, {passes} passes; first pass statuses: {statuses}")
+    traced_note = " (tracemalloc on: slower than without)" if trace else ""
+    print(
+        f"seconds per pass: median {statistics.median(seconds):.3f}, p95 {p95:.3f}, "
+        f"max {max(seconds):.3f} (target < 2 s){traced_note}"
+    )
+    for point in checkpoints:
+        traced = (
+            f" (net of tracemalloc {point.rss_net / MIB:.1f}), traced {point.traced / MIB:.2f} MiB"
+            if trace
+            else ""
+        )
+        print(f"after pass {point.passes:>6,}: RSS {point.rss / MIB:.1f} MiB{traced}")
+    if trace and growth:
+        print(f"tracemalloc top growth, pass {early_checkpoint(passes):,} -> pass {passes:,}:")
+        for stat in sorted(growth, key=lambda s: s.size_diff, reverse=True)[:10]:
+            frame = stat.traceback[0]
+            print(
+                f"  {stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks  "
+                f"{frame.filename}:{frame.lineno}"
+            )
+    print(verdict(passes, checkpoints, growth if trace else None))
+
+
+def verdict(
+    passes: int, checkpoints: list[Checkpoint], growth: list[tracemalloc.StatisticDiff] | None
+) -> str:
+    """FLAT if memory grew less than the limits between the early checkpoint and the end:
+    the RSS, and (traced) what the checks allocated and kept, the benchmark's own list aside."""
+    early = next(p for p in checkpoints if p.passes == early_checkpoint(passes))
+    end = checkpoints[-1]
+    rss = end.rss_net - early.rss_net
+    trace = growth is not None
+    traced = sum(stat.size_diff for stat in growth or [])
+    flat = rss < FLAT_RSS_BYTES and traced < FLAT_TRACED_BYTES
+    word = "FLAT" if flat else "GROWING"
+    detail = f"RSS {rss / MIB:+.1f} MiB (limit {FLAT_RSS_BYTES / MIB:.0f}"
+    detail += ", net of tracemalloc)" if trace else ")"
+    if trace:
+        detail += f", traced {traced / MIB:+.2f} MiB (limit {FLAT_TRACED_BYTES / MIB:.0f})"
+    return f"verdict: memory {word} from pass {early.passes:,} to pass {end.passes:,}: {detail}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=50)
     parser.add_argument("--passes", type=int, default=1000)
+    parser.add_argument(
+        "--trace",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="tracemalloc snapshots (default on; --no-trace for undisturbed timings)",
+    )
     args = parser.parse_args()
+    if args.passes < 1 or args.nodes < 1:
+        parser.error("--nodes and --passes must be at least 1")
     lab = Lab(
         Path(tempfile.mkdtemp(prefix="siprec-bench-repl-")),
         services=[s for s in SERVICES if s.group in GROUPS],
@@ -86,33 +229,10 @@ def main() -> int:
             nodes += lab_nodes(state, copy)
             copy += 1
         nodes = nodes[: args.nodes]
-        thresholds = Thresholds()
-        me = psutil.Process()
-        seconds: list[float] = []
-        rss_first = 0
-        statuses: dict[str, int] = {}
-        for n in range(args.passes):
-            t0 = time.perf_counter()
-            records = check_nodes(nodes, thresholds, timeout=5.0)
-            seconds.append(time.perf_counter() - t0)
-            if n == 0:
-                rss_first = me.memory_info().rss
-                for record in records:
-                    statuses[record.status] = statuses.get(record.status, 0) + 1
-        rss_last = me.memory_info().rss
+        results = measure(nodes, args.passes, args.trace)
     finally:
         lab.down()
-    ordered = sorted(seconds)
-    p95 = ordered[int(0.95 * (len(ordered) - 1))]
-    print(f"{len(nodes)} nodes, {args.passes} passes; first pass statuses: {statuses}")
-    print(
-        f"seconds per pass: median {statistics.median(seconds):.3f}, p95 {p95:.3f}, "
-        f"max {max(seconds):.3f} (target < 2 s)"
-    )
-    print(
-        f"RSS after pass 1: {rss_first / MIB:.1f} MiB, after pass {args.passes}: "
-        f"{rss_last / MIB:.1f} MiB ({(rss_last - rss_first) / MIB:+.1f} MiB)"
-    )
+    report(len(nodes), args.passes, *results, trace=args.trace)
     return 0
 
 

@@ -1,5 +1,6 @@
 """Prefect Block types: configuration and credentials, each building its engine object."""
 
+from blocks.alerting import AlertWebhook, PagerDutyEvents, SmtpEmail, load_channels
 from blocks.azure_storage import AzureBlobStorage
 from blocks.encryption_key import EncryptionKey
 from blocks.gcs_storage import GCSStorage
@@ -9,17 +10,24 @@ from blocks.platform import Platform
 from blocks.postgres import PostgresDatabase
 from blocks.recordings import RecordingsDirectory
 from blocks.redis import RedisServer
+from blocks.replication import ReplicationCluster, load_monitored
 from blocks.s3_storage import S3Storage
 
 __all__ = [
+    "AlertWebhook",
     "AzureBlobStorage",
     "EncryptionKey",
     "GCSStorage",
     "LocalStorage",
     "MySQLDatabase",
+    "PagerDutyEvents",
     "Platform",
     "PostgresDatabase",
     "RecordingsDirectory",
     "RedisServer",
+    "ReplicationCluster",
     "S3Storage",
+    "SmtpEmail",
+    "load_channels",
+    "load_monitored",
 ]

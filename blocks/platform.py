@@ -81,6 +81,12 @@ class Platform(Block):
         description="What the verify-restore flow checks besides the manifest: SQL checks with "
         "expected values, and which database's rows reference the recording files.",
     )
+    replication: list[str] = Field(
+        default_factory=list,
+        title="Replication clusters",
+        description="Names of the replication cluster blocks the monitor-replication flow "
+        "checks for this platform.",
+    )
 
     @field_validator("cluster")
     @classmethod

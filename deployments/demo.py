@@ -5,21 +5,25 @@ deployments registered with the documented command -> the nightly platform backu
 run by the lab's worker into the local store and into each emulated cloud store (S3, GCS,
 Azure) -> the backup set restored from S3 by the restore deployment into scratch targets ->
 every count compared and printed -> the same set proved by the verify-restore deployment
-(throwaway servers, every check, the recovery time), its report in the Prefect UI.
+(throwaway servers, every check, the recovery time), its report in the Prefect UI -> one pass of
+the monitor-replication deployment: the replication status table of the lab platform.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from prefect.artifacts import Artifact
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from deployments.lab_blocks import RESTORE_DATABASES, LabBlocks, save_lab_blocks
+from deployments.lab_blocks import PLATFORM, RESTORE_DATABASES, LabBlocks, save_lab_blocks
+from flows.monitor_replication import artifact_key
 from siprec_backup.backup_set import BackupSet, find_backup_set
 from siprec_backup.catalog import read_manifest
 from siprec_backup.errors import SiprecBackupError
@@ -110,6 +114,20 @@ def _compare(state: LabState, blocks: LabBlocks, backup_set: BackupSet) -> bool:
     return all_match
 
 
+def _print_replication_status() -> None:
+    """One monitor-replication pass through its deployment, and its status table."""
+    run = _run("monitor-replication/every-minute", {"platforms": [PLATFORM]})
+    data = getattr(Artifact.get(artifact_key(PLATFORM)), "data", None)
+    rows = json.loads(data) if isinstance(data, str) else []
+    print(f"    flow run {run.name}: replication status of {PLATFORM}")
+    print(f"\n{'cluster':<20} {'node':<10} {'role':<10} {'status':<9} {'lag B':>8} {'lag s':>6}")
+    for row in rows:
+        print(
+            f"{row['cluster']:<20} {row['node']:<10} {row['role']:<10} {row['status']:<9} "
+            f"{row['lag_bytes']!s:>8} {row['lag_seconds']!s:>6}"
+        )
+
+
 def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:
     print("1/7 starting the lab (PostgreSQL, MariaDB, Redis, S3/GCS/Azure emulators, Prefect)...")
     state = Lab(lab_dir).up()
@@ -146,12 +164,19 @@ def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:
             "verify-restore/on-demand",
             {"storage": blocks.stores["s3"], "set_id": backup_set.set_id},
         )
-    report = read_report(state.object_store("s3"), blocks.prefix, blocks.cluster, backup_set.set_id)
-    print(f"    flow run {verify_run.name}: {report.summary()}")
-    print(f"\n{'part':<18} {'restore s':>9} {'MB/s':>7}  result")
-    for row in report.timing_rows():
-        print(f"{row['part']:<18} {row['restore_s']:>9} {row['mb_per_s']:>7}  {row['result']}")
-    print(f"Prefect UI: {state.prefect_ui_url}  (runs, logs, the verification report artifact)")
+        report = read_report(
+            state.object_store("s3"), blocks.prefix, blocks.cluster, backup_set.set_id
+        )
+        print(f"    flow run {verify_run.name}: {report.summary()}")
+        print(f"\n{'part':<18} {'restore s':>9} {'MB/s':>7}  result")
+        for row in report.timing_rows():
+            print(f"{row['part']:<18} {row['restore_s']:>9} {row['mb_per_s']:>7}  {row['result']}")
+        print("\nchecking replication once (monitor-replication/every-minute deployment)...")
+        _print_replication_status()
+    print(
+        f"Prefect UI: {state.prefect_ui_url}  (runs, logs, the verification report and "
+        "replication status artifacts)"
+    )
     print(
         f"Break-glass restore of the whole set, no Prefect needed: {_cli()} restore "
         f"--store {blocks.store_dir / blocks.prefix} --cluster {blocks.cluster} --set latest "

@@ -23,9 +23,11 @@ from blocks import (
     PostgresDatabase,
     RecordingsDirectory,
     RedisServer,
+    ReplicationCluster,
     S3Storage,
 )
 from blocks.platform import PlatformSource, SourceKind
+from blocks.replication import ClusterKind, ReplicationNodeConfig
 from siprec_backup.lab import LabState
 from siprec_backup.lab.object_stores import (
     LAB_BUCKET,
@@ -74,6 +76,8 @@ VERIFICATION = VerificationConfig(
     ],
     references=RecordingReferences(source="siprec-db"),
 )
+#: Replication cluster block per lab cluster (its name in alerts and metrics is the same).
+REPLICATION = ("siprec-lab-pg", "siprec-lab-mariadb", "siprec-lab-redis")
 #: Database names the demo restores the SQL sources into (scratch, beside the originals).
 RESTORE_DATABASES = {"siprec-db": "siprec_restore_check", "siprec-mariadb": "siprec_restore_check"}
 
@@ -141,6 +145,51 @@ def _save_sources(state: LabState, recordings: Path, recordings_restore: Path) -
     )
 
 
+def _save_replicas(state: LabState) -> None:
+    """Connection blocks of the lab's replicas (same credentials as their primaries)."""
+    pg = state.postgres("replica")
+    PostgresDatabase(
+        host=pg.host,
+        port=pg.port,
+        user=pg.user,
+        password=SecretStr(pg.password),
+        dbname=pg.dbname,
+        bin_dir=str(pg.bin_dir),
+    ).save("siprec-postgres-replica", overwrite=True)
+    maria = state.mariadb("replica")
+    MySQLDatabase(
+        host=maria.host,
+        port=maria.port,
+        user=maria.user,
+        password=SecretStr(maria.password),
+        databases=[maria.dbname],
+        bin_dir=str(maria.bin_dir),
+    ).save("siprec-mariadb-replica", overwrite=True)
+    redis = state.redis("replica")
+    RedisServer(host=redis.host, port=redis.port, password=SecretStr(redis.password)).save(
+        "siprec-redis-replica", overwrite=True
+    )
+
+
+def _save_replication() -> None:
+    """One ReplicationCluster block per lab cluster: the primary source block and the replica's."""
+    clusters: tuple[tuple[str, ClusterKind, str, str, str], ...] = (
+        ("siprec-lab-pg", "postgres", "siprec-postgres", "siprec-postgres-replica", "replica1"),
+        ("siprec-lab-mariadb", "mysql", "siprec-mariadb", "siprec-mariadb-replica", "replica"),
+        ("siprec-lab-redis", "redis", "siprec-redis", "siprec-redis-replica", "replica"),
+    )
+    for name, kind, primary, replica, replica_name in clusters:
+        ReplicationCluster(
+            cluster=name,
+            kind=kind,
+            nodes=[
+                ReplicationNodeConfig(name="primary", role="primary", block=primary),
+                ReplicationNodeConfig(name=replica_name, role="replica", block=replica),
+            ],
+            timeout_seconds=3,
+        ).save(name, overwrite=True)
+
+
 def _save_stores(state: LabState, store_dir: Path) -> None:
     LocalStorage(path=str(store_dir), prefix=STORE_PREFIX).save(STORES["local"], overwrite=True)
     S3Storage(
@@ -170,6 +219,8 @@ def save_lab_blocks(state: LabState, *, key: str = "siprec-key") -> LabBlocks:
     recordings.mkdir(exist_ok=True)
     _save_sources(state, recordings, recordings_restore)
     _save_stores(state, store_dir)
+    _save_replicas(state)
+    _save_replication()
     EncryptionKey(key_id=master.key_id, key=SecretStr(master.material.hex())).save(
         key, overwrite=True
     )
@@ -182,6 +233,7 @@ def save_lab_blocks(state: LabState, *, key: str = "siprec-key") -> LabBlocks:
             for name, (kind, block, _) in SOURCES.items()
         ],
         verification=VERIFICATION,
+        replication=list(REPLICATION),
     ).save(PLATFORM, overwrite=True)
     return LabBlocks(
         database="siprec-postgres",

@@ -41,6 +41,15 @@ from siprec_backup.errors import (
 from siprec_backup.keys import rotate_keys
 from siprec_backup.lab.cli import lab_app
 from siprec_backup.manifest import Manifest, StoredObject
+from siprec_backup.metrics import write_textfile
+from siprec_backup.metrics_config import (
+    MetricsCollector,
+    MetricsConfig,
+    StoreSource,
+    load_config,
+    parse_listen,
+    serve_until_stopped,
+)
 from siprec_backup.recordings import run_recordings_restore
 from siprec_backup.restore import ReadProgress, RestoreResult, run_restore
 from siprec_backup.retention import RetentionPolicy, apply_retention, plan_retention
@@ -798,6 +807,70 @@ def _open_input(obj: Path) -> BinaryIO:
         raise NotFoundError(f"no such object file: {obj}") from None
     except OSError as exc:
         raise ConfigurationError(f"cannot open {obj}: {exc.strerror}") from None
+
+
+@app.command()
+def metrics(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML file: stores, clusters, thresholds.")
+    ] = None,
+    platform: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of --config: a Platform block, its replication cluster blocks and its "
+            "storage block (needs the Prefect server)."
+        ),
+    ] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="Serve GET /metrics on HOST:PORT, e.g. 127.0.0.1:9187.")
+    ] = None,
+    textfile: Annotated[
+        Path | None,
+        typer.Option(help="Write once, atomically, for node_exporter's textfile collector."),
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Print once to stdout.")] = False,
+    catalog_ttl: Annotated[
+        float, typer.Option(help="With --listen: seconds a catalog read is reused.")
+    ] = 300.0,
+) -> None:
+    """Prometheus metrics: replication lag and status per node, backup and restore-verification
+    figures per source (docs/configuration.md, "Metrics"). No Prefect needed with --config."""
+    if (config is None) == (platform is None):
+        raise ConfigurationError("give exactly one of --config or --platform")
+    if sum((listen is not None, textfile is not None, once)) != 1:
+        raise ConfigurationError("give exactly one of --listen, --textfile or --once")
+    if textfile is not None and textfile.suffix != ".prom":
+        raise ConfigurationError(f"--textfile {textfile}: node_exporter reads only *.prom files")
+    address = parse_listen(listen) if listen is not None else None
+    collector = MetricsCollector(
+        load_config(config) if config is not None else _platform_metrics(str(platform)),
+        catalog_ttl=catalog_ttl,
+        warn=lambda line: typer.echo(f"warning: {line}", err=True),
+    )
+    if address is not None:
+        serve_until_stopped(
+            collector, *address, announce=lambda url: typer.echo(f"serving {url}", err=True)
+        )
+    elif textfile is not None:
+        write_textfile(collector.collect(), textfile)
+    else:
+        typer.echo(collector.collect(), nl=False)
+
+
+def _platform_metrics(name: str) -> MetricsConfig:
+    """What ``metrics --platform`` reads: the clusters of Platform block `name` and its store."""
+    from blocks.replication import load_monitored  # needs the Prefect server
+    from blocks.storage import load_store
+
+    [monitored] = load_monitored([name])
+    store, prefix = load_store(monitored.platform.storage)
+    clusters = monitored.clusters
+    return MetricsConfig(
+        nodes=[node for cluster in clusters for node in cluster.nodes],
+        thresholds={c.config.cluster: c.config.thresholds() for c in clusters},
+        stores=[StoreSource(monitored.platform.storage, store, prefix, monitored.platform.cluster)],
+        timeout=max((c.config.timeout_seconds for c in clusters), default=5.0),
+    )
 
 
 def main() -> None:

@@ -15,9 +15,12 @@ families of siprec-backup from plain inputs:
   ``siprec_backup_plaintext_bytes``, ``siprec_backup_last_success_timestamp_seconds``; and
   ``siprec_backup_success``: 1 if the newest backup is complete, 0 if it is incomplete (failed,
   or still running while the catalog was read).
-* :func:`add_verification_metrics`: placeholder families (HELP and TYPE, no samples yet) for the
-  restore-verification results that come with issue 4: ``siprec_verify_success{cluster,source}``
-  and ``siprec_verify_last_success_timestamp_seconds{cluster,source}``.
+* :func:`add_verification_metrics` from the catalog entries' verification marks, per
+  ``{cluster,source}``: ``siprec_verify_success`` (1 if the newest restore verification passed),
+  ``siprec_verify_last_success_timestamp_seconds`` (the newest passing one) and
+  ``siprec_verify_restore_duration_seconds`` (the newest one's restore time).
+
+siprec_backup/metrics_config.py builds these from a YAML file for ``siprec-backup metrics``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,6 +37,7 @@ from typing import Any, Protocol
 
 from siprec_backup.catalog import CatalogEntry
 from siprec_backup.errors import ConfigurationError
+from siprec_backup.verify.report import BackupVerification
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NODE_STATUSES = ("healthy", "lagging", "broken", "unreachable")
@@ -322,23 +326,43 @@ def add_backup_metrics(registry: Registry, entries: Iterable[CatalogEntry]) -> R
     return registry
 
 
-def add_verification_metrics(
-    registry: Registry, results: Mapping[tuple[str, str], tuple[bool, float]] | None = None
-) -> Registry:
-    """Restore-verification families; issue 4 fills them. `results`: (cluster, source) ->
-    (succeeded, unix time of the last successful verification)."""
+def add_verification_metrics(registry: Registry, entries: Iterable[CatalogEntry] = ()) -> Registry:
+    """Per (cluster, source), from the backups' latest verifications (``verification.json``):
+    whether the newest verification passed, when the newest passing one ran, and how long the
+    newest one's restore took. Sources never verified have no samples."""
     labels = ("cluster", "source")
     ok = registry.gauge(
         "siprec_verify_success",
-        "1 if the newest restore verification succeeded (filled by issue 4).",
+        "1 if the newest restore verification of the source passed, 0 if it failed.",
         labels,
     )
     last = registry.gauge(
         "siprec_verify_last_success_timestamp_seconds",
-        "Unix time of the newest successful restore verification (filled by issue 4).",
+        "Unix time of the newest passing restore verification of the source.",
         labels,
     )
-    for (cluster, source), (succeeded, at) in sorted((results or {}).items()):
-        ok.set(1 if succeeded else 0, cluster=cluster, source=source)
-        last.set(at, cluster=cluster, source=source)
+    duration = registry.gauge(
+        "siprec_verify_restore_duration_seconds",
+        "Restore time of the source in its newest restore verification.",
+        labels,
+    )
+    newest: dict[tuple[str, str], BackupVerification] = {}
+    newest_passed: dict[tuple[str, str], BackupVerification] = {}
+    for entry in entries:
+        mark = entry.verification
+        if mark is None:
+            continue
+        key = (entry.cluster, entry.source)
+        if key not in newest or mark.verified_at > newest[key].verified_at:
+            newest[key] = mark
+        if mark.passed and (
+            key not in newest_passed or mark.verified_at > newest_passed[key].verified_at
+        ):
+            newest_passed[key] = mark
+    for (cluster, source), mark in sorted(newest.items(), key=lambda item: item[0]):
+        ok.set(1 if mark.passed else 0, cluster=cluster, source=source)
+        duration.set(mark.restore_seconds, cluster=cluster, source=source)
+        passed = newest_passed.get((cluster, source))
+        if passed is not None:
+            last.set(passed.verified_at.timestamp(), cluster=cluster, source=source)
     return registry

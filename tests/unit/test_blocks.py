@@ -8,17 +8,22 @@ from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
 
 from blocks import (
+    AlertWebhook,
     AzureBlobStorage,
     EncryptionKey,
     GCSStorage,
     LocalStorage,
     MySQLDatabase,
+    PagerDutyEvents,
     Platform,
     PostgresDatabase,
     RecordingsDirectory,
     RedisServer,
+    ReplicationCluster,
     S3Storage,
+    SmtpEmail,
 )
+from blocks.replication import ReplicationNodeConfig
 
 KEY_HEX = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
@@ -26,16 +31,20 @@ KEY_HEX = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 class TestBlocksFollowTheStandard(BlockStandardTestSuite):
     @pytest.fixture(
         params=[
+            AlertWebhook,
             AzureBlobStorage,
             EncryptionKey,
             GCSStorage,
             LocalStorage,
             MySQLDatabase,
+            PagerDutyEvents,
             Platform,
             PostgresDatabase,
             RecordingsDirectory,
             RedisServer,
+            ReplicationCluster,
             S3Storage,
+            SmtpEmail,
         ]
     )
     def block(self, request: pytest.FixtureRequest) -> type[Block]:
@@ -95,3 +104,82 @@ def test_key_block_keyring_includes_retired_keys() -> None:
 def test_local_storage_requires_an_absolute_path() -> None:
     with pytest.raises(ValidationError, match="path must be absolute"):
         LocalStorage(path="relative/dir")
+
+
+def _cluster(**fields: object) -> ReplicationCluster:
+    base: dict[str, object] = {
+        "cluster": "pg",
+        "kind": "postgres",
+        "nodes": [
+            ReplicationNodeConfig(name="p", role="primary", block="pg-primary"),
+            ReplicationNodeConfig(name="r", role="replica", block="pg-replica"),
+        ],
+    }
+    return ReplicationCluster(**{**base, **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"max_lag_bytes": -1}, "max_lag_bytes"),
+        ({"max_lag_seconds": 60, "broken_lag_seconds": 10}, "broken_lag_seconds"),
+        ({"flap_history": 4, "flap_threshold": 4}, "flap_threshold"),
+        ({"kind": "oracle"}, "kind"),
+        ({"cluster": "a b"}, "cluster"),
+        ({"nodes": []}, "nodes"),
+        (
+            {
+                "nodes": [
+                    ReplicationNodeConfig(name="p", role="primary", block="x"),
+                    ReplicationNodeConfig(name="p", role="replica", block="y"),
+                ]
+            },
+            "nodes",
+        ),
+        (
+            {
+                "nodes": [
+                    ReplicationNodeConfig(
+                        name="p", role="primary", block="x", heartbeat_table="m.hb"
+                    )
+                ]
+            },
+            "heartbeat_table",
+        ),
+    ],
+)
+def test_invalid_replication_cluster_names_the_field(fields: dict[str, object], named: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _cluster(**fields)
+    assert named in str(caught.value)
+
+
+def test_replication_cluster_thresholds_and_tracker_settings() -> None:
+    cluster = _cluster(max_lag_bytes=100, broken_lag_seconds=90, reminder_minutes=5)
+    thresholds = cluster.thresholds()
+    assert (thresholds.max_lag_bytes, thresholds.broken_lag_seconds) == (100, 90)
+    settings = cluster.tracker_settings()
+    assert settings["reminder_interval"].total_seconds() == 300
+    assert (settings["history_size"], settings["flap_threshold"]) == (20, 4)
+
+
+def test_alert_channel_blocks_keep_secrets_out_of_repr() -> None:
+    hook = AlertWebhook(url="https://alerts.example/in", secret=SecretStr("s" * 20 + "leak"))
+    pager = PagerDutyEvents(routing_key=SecretStr("routing-leak"))
+    mail = SmtpEmail(
+        host="smtp.example",
+        sender="a@example",
+        recipients=["b@example"],
+        username="u",
+        password=SecretStr("mail-leak"),
+    )
+    for block, channel in (
+        (hook, hook.channel()),
+        (pager, pager.channel()),
+        (mail, mail.channel()),
+    ):
+        assert "leak" not in repr(block) and "leak" not in repr(channel)
+    with pytest.raises(ValidationError, match="url"):
+        AlertWebhook(url="ftp://x", secret=SecretStr("s" * 20))
+    with pytest.raises(ValidationError, match="recipients"):
+        SmtpEmail(host="h", sender="a@example", recipients=["nobody"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from siprec_backup.metrics import (
     serve,
     write_textfile,
 )
+from siprec_backup.verify.report import BackupVerification
 
 T0 = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
 
@@ -183,15 +185,37 @@ def test_backup_metrics_from_catalog_entries() -> None:
     assert "# TYPE siprec_backup_last_success_timestamp_seconds gauge\n" in text
 
 
-def test_verification_placeholder_families() -> None:
-    assert add_verification_metrics(Registry()).render() == (
-        "# HELP siprec_verify_success 1 if the newest restore verification succeeded "
-        "(filled by issue 4).\n"
-        "# TYPE siprec_verify_success gauge\n"
-        "# HELP siprec_verify_last_success_timestamp_seconds Unix time of the newest successful "
-        "restore verification (filled by issue 4).\n"
-        "# TYPE siprec_verify_last_success_timestamp_seconds gauge\n"
+def _verified(entry: CatalogEntry, day: int, passed: bool, seconds: float) -> CatalogEntry:
+    mark = BackupVerification(
+        set_id=f"set-{day}",
+        verified_at=T0 + timedelta(days=day, hours=6),
+        passed=passed,
+        restore_seconds=seconds,
     )
+    return dataclasses.replace(entry, verification=mark)
+
+
+def test_verification_metrics_from_catalog_marks() -> None:
+    entries = [
+        _verified(_complete("pg", 0, 60), 0, True, 12.5),
+        _verified(_complete("pg", 1, 60), 2, False, 14.0),
+        _verified(_complete("redis", 0, 5), 1, True, 3.0),
+        _complete("redis", 1, 5),  # never verified: the older mark still counts
+        _complete("recs", 0, 5),  # no verification at all: no samples
+    ]
+    text = add_verification_metrics(Registry(), entries).render()
+    pg_ok = int((T0 + timedelta(hours=6)).timestamp())
+    redis_ok = int((T0 + timedelta(days=1, hours=6)).timestamp())
+    assert [line for line in text.splitlines() if not line.startswith("#")] == [
+        'siprec_verify_success{cluster="c1",source="pg"} 0',
+        'siprec_verify_success{cluster="c1",source="redis"} 1',
+        f'siprec_verify_last_success_timestamp_seconds{{cluster="c1",source="pg"}} {pg_ok}',
+        f'siprec_verify_last_success_timestamp_seconds{{cluster="c1",source="redis"}} {redis_ok}',
+        'siprec_verify_restore_duration_seconds{cluster="c1",source="pg"} 14',
+        'siprec_verify_restore_duration_seconds{cluster="c1",source="redis"} 3',
+    ]
+    assert "# TYPE siprec_verify_restore_duration_seconds gauge\n" in text
+    assert add_verification_metrics(Registry()).render().count("# TYPE") == 3
 
 
 def test_write_textfile_is_atomic_and_leaves_no_temp(tmp_path: Path) -> None:
