@@ -114,8 +114,10 @@ def lab_master_key(state: LabState) -> tuple[MasterKey, Path]:
     return MasterKey.from_text(KEY_ID, path.read_text()), path
 
 
-def _save_sources(state: LabState, recordings: Path, recordings_restore: Path) -> None:
-    pg = state.postgres("primary")
+def _save_connections(state: LabState, role: str, suffix: str) -> None:
+    """PostgreSQL, MariaDB and Redis connection blocks of one role of the lab's servers, named
+    ``siprec-postgres<suffix>``, ``siprec-mariadb<suffix>`` and ``siprec-redis<suffix>``."""
+    pg = state.postgres(role)
     PostgresDatabase(
         host=pg.host,
         port=pg.port,
@@ -124,8 +126,8 @@ def _save_sources(state: LabState, recordings: Path, recordings_restore: Path) -
         dbname=pg.dbname,
         sslmode="prefer",
         bin_dir=str(pg.bin_dir),
-    ).save("siprec-postgres", overwrite=True)
-    maria = state.mariadb("primary")
+    ).save(f"siprec-postgres{suffix}", overwrite=True)
+    maria = state.mariadb(role)
     MySQLDatabase(
         host=maria.host,
         port=maria.port,
@@ -133,41 +135,25 @@ def _save_sources(state: LabState, recordings: Path, recordings_restore: Path) -
         password=SecretStr(maria.password),
         databases=[maria.dbname],
         bin_dir=str(maria.bin_dir),
-    ).save("siprec-mariadb", overwrite=True)
-    for role, name in (("primary", "siprec-redis"), ("scratch", "siprec-redis-scratch")):
-        redis = state.redis(role)
-        RedisServer(host=redis.host, port=redis.port, password=SecretStr(redis.password)).save(
-            name, overwrite=True
-        )
-    RecordingsDirectory(path=str(recordings)).save("siprec-recordings", overwrite=True)
-    RecordingsDirectory(path=str(recordings_restore)).save(
-        "siprec-recordings-restore", overwrite=True
+    ).save(f"siprec-mariadb{suffix}", overwrite=True)
+    redis = state.redis(role)
+    RedisServer(host=redis.host, port=redis.port, password=SecretStr(redis.password)).save(
+        f"siprec-redis{suffix}", overwrite=True
     )
 
 
-def _save_replicas(state: LabState) -> None:
-    """Connection blocks of the lab's replicas (same credentials as their primaries)."""
-    pg = state.postgres("replica")
-    PostgresDatabase(
-        host=pg.host,
-        port=pg.port,
-        user=pg.user,
-        password=SecretStr(pg.password),
-        dbname=pg.dbname,
-        bin_dir=str(pg.bin_dir),
-    ).save("siprec-postgres-replica", overwrite=True)
-    maria = state.mariadb("replica")
-    MySQLDatabase(
-        host=maria.host,
-        port=maria.port,
-        user=maria.user,
-        password=SecretStr(maria.password),
-        databases=[maria.dbname],
-        bin_dir=str(maria.bin_dir),
-    ).save("siprec-mariadb-replica", overwrite=True)
-    redis = state.redis("replica")
-    RedisServer(host=redis.host, port=redis.port, password=SecretStr(redis.password)).save(
-        "siprec-redis-replica", overwrite=True
+def _save_sources(state: LabState, recordings: Path, recordings_restore: Path) -> None:
+    """The primaries (the platform's sources), the replicas, the scratch Redis and the
+    recordings directories."""
+    _save_connections(state, "primary", "")
+    _save_connections(state, "replica", "-replica")
+    scratch = state.redis("scratch")
+    RedisServer(host=scratch.host, port=scratch.port, password=SecretStr(scratch.password)).save(
+        "siprec-redis-scratch", overwrite=True
+    )
+    RecordingsDirectory(path=str(recordings)).save("siprec-recordings", overwrite=True)
+    RecordingsDirectory(path=str(recordings_restore)).save(
+        "siprec-recordings-restore", overwrite=True
     )
 
 
@@ -219,7 +205,6 @@ def save_lab_blocks(state: LabState, *, key: str = "siprec-key") -> LabBlocks:
     recordings.mkdir(exist_ok=True)
     _save_sources(state, recordings, recordings_restore)
     _save_stores(state, store_dir)
-    _save_replicas(state)
     _save_replication()
     EncryptionKey(key_id=master.key_id, key=SecretStr(master.material.hex())).save(
         key, overwrite=True
