@@ -350,12 +350,14 @@ def test_a_verification_killed_mid_run_is_swept_by_the_next(
     abandoned = base / "siprec-verify-dead"
     abandoned.mkdir()
     server = start_scratch("redis", abandoned)
-    owner = subprocess.Popen(["true"])  # the verification process, which then died
-    owner.wait()
-    (abandoned / "owner").write_text(f"{owner.pid} None\n")
-    assert server.pid is not None and _process.is_alive(server.pid, None)
-    store = backups.copy(tmp_path)
-    with SetVerifier(store, "", _set(store, []), backups.key, work_dir=base):
-        assert not abandoned.exists()
-        assert not _process.is_alive(server.pid, None)
-    server.close()  # idempotent: nothing left to stop
+    try:
+        owner = subprocess.Popen(["true"])  # the verification process, which then died
+        owner.wait()
+        (abandoned / "owner").write_text(f"{owner.pid} None\n")
+        assert server.pid is not None and _process.is_alive(server.pid, None)
+        store = backups.copy(tmp_path)
+        with SetVerifier(store, "", _set(store, []), backups.key, work_dir=base):
+            assert not abandoned.exists()
+            assert not _process.is_alive(server.pid, None)
+    finally:
+        server.close()  # nothing left to stop when the sweep worked; no leak when it did not
