@@ -4,6 +4,7 @@ end marks split across reads, authentication, and a link cut mid-transfer."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,7 +119,11 @@ def test_link_killed_mid_transfer_is_an_error(server: PrivateRedis) -> None:
                 RedisSource(target(server)).open_dump() as dump,
             ):
                 dump.stream.read(1024)
-                c.client_kill_filter(_type="slave")
+                deadline = time.monotonic() + 10
+                # Under load the link may not be listed as a replica yet: kill until it is.
+                while not c.client_kill_filter(_type="slave"):
+                    assert time.monotonic() < deadline, "the link never showed as a replica"
+                    time.sleep(0.01)
                 while dump.stream.read(1 << 20):
                     pass
                 dump.finish()
