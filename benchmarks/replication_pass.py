@@ -2,11 +2,11 @@
 
 Starts a lab with the replicated servers only (PostgreSQL, MariaDB and Redis, each a primary and
 a replica; no Prefect, no object stores), builds 50 nodes by repeating those six under distinct
-cluster names, then runs `check_nodes` `--passes` times and reports the time per pass (median,
-95th percentile, max), our process's RSS and the memory Python allocated (tracemalloc) after pass
-1, 1,000, 5,000, 10,000 and the last, the lines whose allocations grew most from pass 1,000 (a
-tenth of a shorter run) to the last, and a verdict line: memory FLAT or GROWING. Target from
-issue 5: under 2 s per pass, memory flat over 10,000 passes.
+cluster names, then runs `check_nodes` `--passes` times. Reports our process's RSS and the memory
+Python allocated (tracemalloc) after pass 1, every 1,000th pass and the last, as they happen, so a
+long run shows its trend; then the time per pass (median, 95th percentile, max), the lines whose
+allocations grew most from pass 1,000 (a tenth of a shorter run) to the last, and a verdict line:
+memory FLAT or GROWING. Target from issue 5: under 2 s per pass, memory flat over 10,000 passes.
 
 Usage: .venv/bin/python benchmarks/replication_pass.py --nodes 50 --passes 10000
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import signal
 import statistics
 import sys
 import tempfile
@@ -74,8 +75,8 @@ def lab_nodes(state: LabState, copy: int) -> list[ReplicationNode]:
     return nodes
 
 
-#: Passes after which RSS (and traced memory) is reported, when the run is that long.
-CHECKPOINTS = (1, 1_000, 5_000, 10_000)
+#: RSS (and traced memory) is reported after the first pass and every this many passes.
+CHECKPOINT_EVERY = 1_000
 #: The verdict's limits from the early checkpoint to the end: growth of the memory Python
 #: allocates (tracemalloc) and of the RSS (allocator arenas of the check threads included).
 FLAT_TRACED_BYTES = 1 * MIB
@@ -119,7 +120,8 @@ def measure(
     seconds: list[float] = []
     statuses: dict[str, int] = {}
     early = early_checkpoint(passes)
-    wanted = {n for n in CHECKPOINTS if n <= passes} | {early, passes}
+    wanted = {1, early, passes} | set(range(CHECKPOINT_EVERY, passes + 1, CHECKPOINT_EVERY))
+    started = time.monotonic()
     checkpoints: list[Checkpoint] = []
     first: tracemalloc.Snapshot | None = None
     growth: list[tracemalloc.StatisticDiff] = []
@@ -139,6 +141,8 @@ def measure(
                 traced = tracemalloc.get_traced_memory()[0] if trace else 0
                 own = tracemalloc.get_tracemalloc_memory() if trace else 0
                 checkpoints.append(Checkpoint(n, me.memory_info().rss, traced, own))
+                elapsed = time.monotonic() - started
+                print(checkpoint_line(checkpoints[-1], trace, elapsed), flush=True)
                 if trace and n == early:
                     first = own_code_excluded(tracemalloc.take_snapshot())
                 if trace and n == passes and first is not None:
@@ -148,6 +152,16 @@ def measure(
         if trace:
             tracemalloc.stop()
     return seconds, statuses, checkpoints, growth
+
+
+def checkpoint_line(point: Checkpoint, trace: bool, elapsed: float) -> str:
+    traced = (
+        f" (net of tracemalloc {point.rss_net / MIB:.1f}), traced {point.traced / MIB:.2f} MiB"
+        if trace
+        else ""
+    )
+    rss = point.rss / MIB
+    return f"after pass {point.passes:>6,} ({elapsed:6.0f} s): RSS {rss:.1f} MiB{traced}"
 
 
 def report(
@@ -167,13 +181,6 @@ def report(
         f"seconds per pass: median {statistics.median(seconds):.3f}, p95 {p95:.3f}, "
         f"max {max(seconds):.3f} (target < 2 s){traced_note}"
     )
-    for point in checkpoints:
-        traced = (
-            f" (net of tracemalloc {point.rss_net / MIB:.1f}), traced {point.traced / MIB:.2f} MiB"
-            if trace
-            else ""
-        )
-        print(f"after pass {point.passes:>6,}: RSS {point.rss / MIB:.1f} MiB{traced}")
     if trace and growth:
         print(f"tracemalloc top growth, pass {early_checkpoint(passes):,} -> pass {passes:,}:")
         for stat in sorted(growth, key=lambda s: s.size_diff, reverse=True)[:10]:
@@ -217,6 +224,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.passes < 1 or args.nodes < 1:
         parser.error("--nodes and --passes must be at least 1")
+    # A long run stopped with kill (SIGTERM) still takes its lab down (the finally below).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     lab = Lab(
         Path(tempfile.mkdtemp(prefix="siprec-bench-repl-")),
         services=[s for s in SERVICES if s.group in GROUPS],

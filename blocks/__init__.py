@@ -2,8 +2,15 @@
 
 from blocks.alerting import AlertWebhook, PagerDutyEvents, SmtpEmail, load_channels
 from blocks.azure_storage import AzureBlobStorage
+from blocks.dns import BindDnsZone
 from blocks.encryption_key import EncryptionKey
 from blocks.gcs_storage import GCSStorage
+from blocks.load_balancers import (
+    HAProxyLoadBalancer,
+    NginxLoadBalancer,
+    NginxPlusLoadBalancer,
+    load_load_balancer,
+)
 from blocks.local_storage import LocalStorage
 from blocks.mysql import MySQLDatabase
 from blocks.platform import Platform
@@ -12,14 +19,19 @@ from blocks.recordings import RecordingsDirectory
 from blocks.redis import RedisServer
 from blocks.replication import ReplicationCluster, load_monitored
 from blocks.s3_storage import S3Storage
+from blocks.ssh import SshHost
 
 __all__ = [
     "AlertWebhook",
     "AzureBlobStorage",
+    "BindDnsZone",
     "EncryptionKey",
     "GCSStorage",
+    "HAProxyLoadBalancer",
     "LocalStorage",
     "MySQLDatabase",
+    "NginxLoadBalancer",
+    "NginxPlusLoadBalancer",
     "PagerDutyEvents",
     "Platform",
     "PostgresDatabase",
@@ -28,6 +40,8 @@ __all__ = [
     "ReplicationCluster",
     "S3Storage",
     "SmtpEmail",
+    "SshHost",
     "load_channels",
+    "load_load_balancer",
     "load_monitored",
 ]

@@ -2,7 +2,8 @@
 
 The lab platform ``siprec-lab`` has four sources (PostgreSQL, MariaDB, Redis, the recordings
 tree) and four stores (a local directory and the S3, GCS and Azure emulators); each source also
-gets a restore target (scratch databases, the scratch Redis, an empty directory).
+gets a restore target (scratch databases, the scratch Redis, an empty directory). The levers a
+failover pulls get a block each (:data:`LEVERS`): the lab's sshd, HAProxy, nginx and BIND zone.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from blocks import (
     ReplicationCluster,
     S3Storage,
 )
+from blocks.dns import BindDnsZone
+from blocks.load_balancers import HAProxyLoadBalancer, NginxLoadBalancer
 from blocks.platform import PlatformSource, SourceKind
 from blocks.replication import ClusterKind, ReplicationNodeConfig
+from blocks.ssh import SshHost
 from siprec_backup.lab import LabState
 from siprec_backup.lab.object_stores import (
     LAB_BUCKET,
@@ -79,6 +83,13 @@ VERIFICATION = VerificationConfig(
 #: Replication cluster block per lab cluster (its name in alerts and metrics is the same).
 REPLICATION = ("siprec-lab-pg", "siprec-lab-mariadb", "siprec-lab-redis")
 #: Database names the demo restores the SQL sources into (scratch, beside the originals).
+#: The lever blocks: the lab's SSH host, load balancers and DNS zone.
+LEVERS = {
+    "ssh": "siprec-lab-ssh",
+    "haproxy": "siprec-lab-haproxy",
+    "nginx": "siprec-lab-nginx",
+    "dns": "siprec-lab-dns",
+}
 RESTORE_DATABASES = {"siprec-db": "siprec_restore_check", "siprec-mariadb": "siprec_restore_check"}
 
 
@@ -196,6 +207,45 @@ def _save_stores(state: LabState, store_dir: Path) -> None:
     ).save(STORES["azure"], overwrite=True)
 
 
+def save_lever_blocks(state: LabState) -> None:
+    """The lever blocks of the lab's servers that run (a narrowed lab may lack some)."""
+    if "sshd" in state.services:
+        ssh = state.ssh()
+        SshHost(
+            host=ssh.host,
+            port=ssh.port,
+            username=ssh.user,
+            private_key=SecretStr(ssh.client_key.read_text()),
+            known_hosts=ssh.known_hosts,
+        ).save(LEVERS["ssh"], overwrite=True)
+    if "haproxy" in state.services:
+        haproxy = state.haproxy()
+        HAProxyLoadBalancer(
+            runtime_api=haproxy.runtime_tcp,
+            endpoint=haproxy.stats_url,
+            username=haproxy.stats_user,
+            password=SecretStr(haproxy.stats_password),
+        ).save(LEVERS["haproxy"], overwrite=True)
+    if "nginx" in state.services:
+        nginx = state.nginx()
+        NginxLoadBalancer(
+            includes={nginx.upstream: nginx.include},
+            pid_file=nginx.pid_file,
+            nginx_args=list(nginx.nginx_args),
+            probe_url=nginx.url,
+        ).save(LEVERS["nginx"], overwrite=True)
+    if "bind-primary" in state.services and "bind-secondary" in state.services:
+        primary, secondary = state.bind("primary"), state.bind("secondary")
+        BindDnsZone(
+            zone=primary.zone,
+            primary=primary.address,
+            nameservers=[primary.address, secondary.address],
+            key_name=primary.key_name,
+            key_algorithm=primary.key_algorithm,
+            key_secret=SecretStr(primary.key_secret),
+        ).save(LEVERS["dns"], overwrite=True)
+
+
 def save_lab_blocks(state: LabState, *, key: str = "siprec-key") -> LabBlocks:
     """Save (overwrite) every block of the lab platform, pointing at this lab."""
     master, key_file = lab_master_key(state)
@@ -206,6 +256,7 @@ def save_lab_blocks(state: LabState, *, key: str = "siprec-key") -> LabBlocks:
     _save_sources(state, recordings, recordings_restore)
     _save_stores(state, store_dir)
     _save_replication()
+    save_lever_blocks(state)
     EncryptionKey(key_id=master.key_id, key=SecretStr(master.material.hex())).save(
         key, overwrite=True
     )

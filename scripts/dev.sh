@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(postgresql-15 postgresql-client-15 mariadb-server mariadb-client redis-server redis-tools
-    zstd age python3-venv python3-pip procps ca-certificates)
+    zstd age python3-venv python3-pip procps ca-certificates
+    openssh-server openssh-client haproxy nginx bind9 bind9-utils)
 # Azurite (the Azure Blob emulator of the lab) comes from npm; 3.35.x is the last release for Node 20.
 AZURITE_VERSION=3.35.0
 AZURITE_DIR=${SIPREC_AZURITE_DIR:-$HOME/.cache/siprec-backup/azurite}
@@ -21,7 +22,14 @@ install_system_packages() {
     if ((${#missing[@]})); then
         echo "installing Debian packages: ${missing[*]}"
         apt-get update -qq
+        # The lab runs its own sshd, HAProxy, nginx and BIND on free loopback ports: keep the
+        # packages from starting their system services (policy-rc.d answers "not now").
+        local policy=/usr/sbin/policy-rc.d own_policy=
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+        fi
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+        [ -z "$own_policy" ] || rm -f "$policy"
     fi
     # Node.js may come from Debian (nodejs + npm) or from NodeSource (npm inside nodejs).
     if ! command -v npm >/dev/null; then

@@ -23,6 +23,16 @@ turn any of them into one clear line. The tree (httpx's ``_exceptions.py`` is th
     ├── VerificationFailedError   a restore verification found at least one failed check
     ├── BackupSetIncompleteError  a platform backup in which at least one source failed
     ├── StaleBackupsError         a source's newest complete backup is too old, or missing
+    ├── RemoteError               an SSH connection, command or transfer failed (carries the host)
+    │   ├── HostKeyError          the host key is unknown or changed: refused, never added
+    │   ├── RemoteAuthError       the server refused our key
+    │   ├── CommandFailedError    a remote command exited non-zero (host, command, exit status)
+    │   └── CommandTimeoutError   a remote command ran past its timeout and was stopped
+    ├── LoadBalancerError         a load balancer could not be reached or refused a request
+    │   └── DrainTimeoutError     a server still had sessions when the drain deadline passed
+    ├── DnsError                  a DNS query or update failed
+    │   ├── DnsUpdateRefusedError the server refused an update (TSIG key, NOTAUTH, REFUSED...)
+    │   └── PropagationError      a nameserver still disagreed when the deadline passed
     └── LabError                  the throwaway lab could not start or stop a server
 
 Messages never contain secrets: callers pass host, port, user and database names, never passwords
@@ -115,3 +125,66 @@ class StaleBackupsError(SiprecBackupError):
 
 class LabError(SiprecBackupError):
     """A lab server could not be started, reached or stopped."""
+
+
+class RemoteError(SiprecBackupError):
+    """An SSH connection, command or file transfer failed; ``host`` names the machine."""
+
+    def __init__(self, message: str, *, host: str) -> None:
+        super().__init__(message)
+        self.host = host
+
+
+class HostKeyError(RemoteError):
+    """The server's host key is not in the configured known_hosts, or differs from it."""
+
+
+class RemoteAuthError(RemoteError):
+    """The server refused authentication with the configured key."""
+
+
+class CommandFailedError(RemoteError):
+    """A remote command exited non-zero; the stderr tail is kept for the report."""
+
+    def __init__(
+        self, message: str, *, host: str, command: str, exit_status: int, stderr_tail: str = ""
+    ) -> None:
+        super().__init__(message, host=host)
+        self.command = command
+        self.exit_status = exit_status
+        self.stderr_tail = stderr_tail
+
+
+class CommandTimeoutError(RemoteError):
+    """A remote command did not finish within its timeout; its channel was closed."""
+
+
+class LoadBalancerError(SiprecBackupError):
+    """A load balancer could not be reached, or refused or failed a request."""
+
+
+class DrainTimeoutError(LoadBalancerError):
+    """A drained server still had current sessions when the deadline passed."""
+
+
+class DnsError(SiprecBackupError):
+    """A DNS query or dynamic update failed."""
+
+
+class DnsUpdateRefusedError(DnsError):
+    """The primary refused an update (bad TSIG key, NOTAUTH, REFUSED, a failed prerequisite);
+    ``rcode`` is the response or TSIG error code (``"BADSIG"``, ``"YXRRSET"``...), ``zone`` the
+    zone."""
+
+    def __init__(self, message: str, *, zone: str = "", rcode: str = "") -> None:
+        super().__init__(message)
+        self.zone = zone
+        self.rcode = rcode
+
+
+class PropagationError(DnsError):
+    """Not every authoritative nameserver served the expected records by the deadline."""
+
+    def __init__(self, message: str, *, disagreeing: list[str]) -> None:
+        super().__init__(message)
+        self.disagreeing = disagreeing

@@ -17,6 +17,15 @@ replicated clusters whose nodes each scrape checks::
             role: primary
             url: postgresql://monitor@db1.example.net:5432/postgres
             password_env: PG_MONITOR_PASSWORD
+    load_balancers:                        # server states and sessions, read each scrape
+      - name: lb1
+        type: haproxy                      # haproxy | nginx_plus
+        runtime_api: 10.0.0.5:9999         # or endpoint: http://lb1:8404/stats (+ username)
+      - name: lb2
+        type: nginx_plus
+        endpoint: https://lb2:8080/api
+        username: metrics
+        password_env: NGINX_PLUS_PASSWORD
 
 Passwords never appear in the file: ``password_env`` names the environment variable holding a
 node's password (without it: no password, or the client's own, e.g. ``~/.pgpass``). Any problem
@@ -45,7 +54,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from siprec_backup.catalog import CatalogEntry, list_backups
-from siprec_backup.errors import ConfigurationError, SiprecBackupError
+from siprec_backup.errors import ConfigurationError, LoadBalancerError, SiprecBackupError
+from siprec_backup.lever_metrics import add_load_balancer_metrics
 from siprec_backup.metrics import (
     Registry,
     add_backup_metrics,
@@ -58,6 +68,7 @@ from siprec_backup.replication.check import NodeTarget
 from siprec_backup.replication.health import one_line
 from siprec_backup.storage import LocalStore, ObjectStore, open_store_url
 from siprec_backup.targets import _SCHEMES, restore_target
+from siprec_backup.traffic import HAProxy, LoadBalancer, NginxPlus, ServerStatus
 
 # -- the file's shape ----------------------------------------------------------------------------
 
@@ -104,11 +115,21 @@ class StoreConfig(_Model):
     cluster: str = ""
 
 
+class LoadBalancerConfig(_Model):
+    name: str = Field(min_length=1)
+    type: Literal["haproxy", "nginx_plus"]
+    runtime_api: str | None = Field(default=None, description="HAProxy: host:port or socket.")
+    endpoint: str | None = Field(default=None, description="Stats page or NGINX Plus API URL.")
+    username: str | None = None
+    password_env: str | None = Field(default=None, min_length=1)
+
+
 class MetricsFile(_Model):
     timeout_seconds: float = Field(default=5.0, gt=0)
     thresholds: ThresholdsConfig = ThresholdsConfig()
     stores: list[StoreConfig] = Field(default_factory=list)
     clusters: list[ClusterConfig] = Field(default_factory=list)
+    load_balancers: list[LoadBalancerConfig] = Field(default_factory=list)
 
 
 # -- the validated configuration -----------------------------------------------------------------
@@ -133,6 +154,7 @@ class MetricsConfig:
     thresholds: dict[str, Thresholds]
     stores: list[StoreSource]
     timeout: float
+    load_balancers: dict[str, LoadBalancer] = dataclasses.field(default_factory=dict)
 
 
 class _FieldError(Exception):
@@ -170,8 +192,8 @@ def _read(path: Path) -> MetricsFile:
 
 
 def _build(data: MetricsFile, env: dict[str, str]) -> MetricsConfig:
-    if not data.stores and not data.clusters:
-        raise _FieldError("document", "no stores and no clusters: nothing to measure")
+    if not data.stores and not data.clusters and not data.load_balancers:
+        raise _FieldError("document", "no stores, clusters or load balancers: nothing to measure")
     thresholds = {"*": _thresholds(data.thresholds, "thresholds")}
     nodes: list[ReplicationNode] = []
     for i, cluster in enumerate(data.clusters):
@@ -187,7 +209,38 @@ def _build(data: MetricsFile, env: dict[str, str]) -> MetricsConfig:
             names.add(node.name)
             nodes.append(_node(cluster, node, f"{where}.nodes.{j}", env))
     stores = [_store(store, f"stores.{i}") for i, store in enumerate(data.stores)]
-    return MetricsConfig(nodes, thresholds, stores, data.timeout_seconds)
+    balancers: dict[str, LoadBalancer] = {}
+    for i, lb in enumerate(data.load_balancers):
+        if lb.name in balancers:
+            raise _FieldError(f"load_balancers.{i}.name", f"{lb.name!r} is listed twice")
+        balancers[lb.name] = _load_balancer(lb, f"load_balancers.{i}", env, data.timeout_seconds)
+    return MetricsConfig(nodes, thresholds, stores, data.timeout_seconds, balancers)
+
+
+def _load_balancer(
+    config: LoadBalancerConfig, where: str, env: dict[str, str], timeout: float
+) -> LoadBalancer:
+    password = None
+    if config.password_env is not None:
+        password = env.get(config.password_env)
+        if not password:
+            raise _FieldError(f"{where}.password_env", f"${config.password_env} is not set")
+    try:
+        if config.type == "haproxy":
+            return HAProxy(
+                runtime=config.runtime_api,
+                stats_url=config.endpoint,
+                stats_user=config.username,
+                stats_password=password,
+                timeout=timeout,
+            )
+        if config.endpoint is None:
+            raise _FieldError(f"{where}.endpoint", "the NGINX Plus API URL is required")
+        return NginxPlus(
+            config.endpoint, username=config.username, password=password, timeout=timeout
+        )
+    except LoadBalancerError as exc:
+        raise _FieldError(where, str(exc)) from None
 
 
 def _thresholds(config: ThresholdsConfig, where: str) -> Thresholds:
@@ -293,7 +346,17 @@ class MetricsCollector:
         entries = self._catalog_metrics(registry)
         add_backup_metrics(registry, entries)
         add_verification_metrics(registry, entries)
+        for name, lb in self.config.load_balancers.items():
+            add_load_balancer_metrics(registry, name, self._servers(name, lb))
         return registry.render()
+
+    def _servers(self, name: str, lb: LoadBalancer) -> list[ServerStatus] | None:
+        """The load balancer's servers, or None (and a warning) if it did not answer."""
+        try:
+            return lb.servers()
+        except LoadBalancerError as exc:
+            self._warn(f"cannot read load balancer {name}: {one_line(str(exc))}")
+            return None
 
     def _catalog_metrics(self, registry: Registry) -> list[CatalogEntry]:
         up = registry.gauge(

@@ -3,7 +3,9 @@
 ``Lab().up()`` starts, on free loopback ports under one directory (``$SIPREC_LAB_DIR`` or
 ``/tmp/siprec-backup-lab``) and from the real server binaries: PostgreSQL 15 and MariaDB 10.11
 primaries with replicas, a Redis 7 primary with a replica and a scratch server, the S3 (moto),
-GCS and Azure Blob (Azurite) emulators, and a Prefect server with a process worker.
+GCS and Azure Blob (Azurite) emulators, the failover levers (sshd, HAProxy and nginx in front of
+two small HTTP backends, a BIND primary and secondary), and a Prefect server with a process
+worker.
 ``Lab().down()`` stops them. :func:`seed_platform` fills the whole platform with SIPREC data.
 """
 

@@ -25,9 +25,15 @@ from typing import Any
 
 from siprec_backup.errors import LabError
 from siprec_backup.lab import _process
+from siprec_backup.lab.bind import TSIG_SECRET as BIND_TSIG_SECRET
+from siprec_backup.lab.bind import BindEndpoint, BindPrimary, BindSecondary, new_tsig_secret
+from siprec_backup.lab.haproxy import PASSWORD_SECRET as HAPROXY_PASSWORD_SECRET
+from siprec_backup.lab.haproxy import HAProxyEndpoint, HAProxyService
+from siprec_backup.lab.http_backends import HttpBackends, HttpBackendsEndpoint
 from siprec_backup.lab.mariadb import PASSWORD_SECRET as MARIADB_PASSWORD_SECRET
 from siprec_backup.lab.mariadb import REPL_PASSWORD_SECRET as MARIADB_REPL_PASSWORD_SECRET
 from siprec_backup.lab.mariadb import MariaDBEndpoint, MariaDBPrimary, MariaDBReplica
+from siprec_backup.lab.nginx import NginxEndpoint, NginxService
 from siprec_backup.lab.object_stores import (
     LAB_BUCKET,
     Azurite,
@@ -47,6 +53,7 @@ from siprec_backup.lab.prefect_worker import PrefectWorker
 from siprec_backup.lab.redis import PASSWORD_SECRET as REDIS_PASSWORD_SECRET
 from siprec_backup.lab.redis import RedisEndpoint, RedisPrimary, RedisReplica, RedisScratch
 from siprec_backup.lab.service import LabContext, Service, ServiceRecord
+from siprec_backup.lab.sshd import Sshd, SshEndpoint
 from siprec_backup.storage import AzureBlobStore, GCSStore, ObjectStore
 
 #: Where the lab lives unless ``root`` or ``$SIPREC_LAB_DIR`` says otherwise.
@@ -65,6 +72,12 @@ SERVICES: list[Service] = [
     RedisPrimary(),
     RedisReplica(),
     RedisScratch(),
+    HttpBackends(),
+    HAProxyService(),
+    NginxService(),
+    BindPrimary(),
+    BindSecondary(),
+    Sshd(),
     MotoS3(),
     GCSEmulator(),
     Azurite(),
@@ -91,11 +104,37 @@ class LabState:
         record, password = self._server("MariaDB", "mariadb", role, MARIADB_PASSWORD_SECRET)
         return MariaDBEndpoint.from_record(record, password)
 
+    def bind(self, role: str = "primary") -> BindEndpoint:
+        """How to reach the BIND ``primary`` (updates go there) or ``secondary``."""
+        roles = ("primary", "secondary")
+        record, secret = self._server("BIND", "bind", role, BIND_TSIG_SECRET, roles)
+        return BindEndpoint.from_record(record, secret)
+
     def redis(self, role: str = "primary") -> RedisEndpoint:
         """How to reach the Redis ``primary``, ``replica`` or ``scratch`` (restore target)."""
         roles = ("primary", "replica", "scratch")
         record, password = self._server("Redis", "redis", role, REDIS_PASSWORD_SECRET, roles)
         return RedisEndpoint.from_record(record, password)
+
+    def ssh(self) -> SshEndpoint:
+        """How to log in to the lab's sshd (and where its systemctl stand-in is)."""
+        return SshEndpoint.from_record(self._record("sshd"))
+
+    def http_backends(self) -> HttpBackendsEndpoint:
+        """The "app-a" and "app-b" HTTP backends behind HAProxy and nginx."""
+        return HttpBackendsEndpoint.from_record(self._record("http-backends"))
+
+    def haproxy(self) -> HAProxyEndpoint:
+        """The lab's HAProxy: frontend, stats page (with its password) and runtime API."""
+        try:
+            password = self.secrets[HAPROXY_PASSWORD_SECRET]
+        except KeyError:
+            raise LabError(f"{self.state_file}: the HAProxy stats password is missing") from None
+        return HAProxyEndpoint.from_record(self._record("haproxy"), password)
+
+    def nginx(self) -> NginxEndpoint:
+        """The lab's nginx and the upstream include file it reads."""
+        return NginxEndpoint.from_record(self._record("nginx"))
 
     @property
     def prefect_api_url(self) -> str:
@@ -234,8 +273,10 @@ class Lab:
                     created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 )
             state.secrets.setdefault(REDIS_PASSWORD_SECRET, _secrets.token_urlsafe(24))
+            state.secrets.setdefault(HAPROXY_PASSWORD_SECRET, _secrets.token_urlsafe(24))
             state.secrets.setdefault(MARIADB_PASSWORD_SECRET, _secrets.token_urlsafe(24))
             state.secrets.setdefault(MARIADB_REPL_PASSWORD_SECRET, _secrets.token_urlsafe(24))
+            state.secrets.setdefault(BIND_TSIG_SECRET, new_tsig_secret())
             todo = [s for s in wanted if not self._running(state, s.name)]
             if todo:
                 self._start(state, todo, fresh=fresh)
@@ -474,6 +515,20 @@ def format_status(state: LabState) -> str:
         if f"redis-{role}" in state.services:
             redis = state.redis(role)
             facts.append((f"Redis {role}", f"redis://{redis.host}:{redis.port}"))
+    if "haproxy" in state.services:
+        haproxy = state.haproxy()
+        facts.append(("HAProxy", f"{haproxy.frontend_url} (stats {haproxy.stats_url})"))
+        facts.append(("HAProxy runtime API", f"{haproxy.runtime_tcp} or {haproxy.runtime_socket}"))
+    if "nginx" in state.services:
+        nginx = state.nginx()
+        facts.append(("nginx", f"{nginx.url} (upstream {nginx.upstream}: {nginx.include})"))
+    for role in ("primary", "secondary"):
+        if f"bind-{role}" in state.services:
+            bind = state.bind(role)
+            facts.append((f"BIND {role}", f"{bind.address} zone {bind.zone} key {bind.key_name}"))
+    if "sshd" in state.services:
+        ssh = state.ssh()
+        facts.append(("SSH", f"{ssh.user}@{ssh.host} -p {ssh.port} -i {ssh.client_key}"))
     if "s3" in state.services:
         facts.append(("S3 endpoint", f"{state.s3_endpoint} (bucket {LAB_BUCKET})"))
     if "gcs" in state.services:

@@ -368,7 +368,7 @@ def test_an_unreadable_catalog_is_a_zero_not_a_failed_scrape(
 BAD_CONFIGS = {
     "not yaml": ("clusters: [unclosed", "is not valid YAML: "),
     "not a mapping": ("- 1\n- 2\n", "document: expected a mapping"),
-    "empty": ("", "document: no stores and no clusters: nothing to measure"),
+    "empty": ("", "document: no stores, clusters or load balancers: nothing to measure"),
     "unknown field": ("stores: []\nclustrs: []\n", "clustrs: Extra inputs are not permitted"),
     "password field": (
         "clusters: [{name: c, kind: redis, nodes: [{name: a, role: primary, "

@@ -10,10 +10,14 @@ from pydantic import SecretStr, ValidationError
 from blocks import (
     AlertWebhook,
     AzureBlobStorage,
+    BindDnsZone,
     EncryptionKey,
     GCSStorage,
+    HAProxyLoadBalancer,
     LocalStorage,
     MySQLDatabase,
+    NginxLoadBalancer,
+    NginxPlusLoadBalancer,
     PagerDutyEvents,
     Platform,
     PostgresDatabase,
@@ -22,6 +26,7 @@ from blocks import (
     ReplicationCluster,
     S3Storage,
     SmtpEmail,
+    SshHost,
 )
 from blocks.replication import ReplicationNodeConfig
 
@@ -33,10 +38,14 @@ class TestBlocksFollowTheStandard(BlockStandardTestSuite):
         params=[
             AlertWebhook,
             AzureBlobStorage,
+            BindDnsZone,
             EncryptionKey,
             GCSStorage,
+            HAProxyLoadBalancer,
             LocalStorage,
             MySQLDatabase,
+            NginxLoadBalancer,
+            NginxPlusLoadBalancer,
             PagerDutyEvents,
             Platform,
             PostgresDatabase,
@@ -45,6 +54,7 @@ class TestBlocksFollowTheStandard(BlockStandardTestSuite):
             ReplicationCluster,
             S3Storage,
             SmtpEmail,
+            SshHost,
         ]
     )
     def block(self, request: pytest.FixtureRequest) -> type[Block]:

@@ -1,0 +1,1 @@
+"""Small fakes of servers that cannot run here (commercial products only)."""
