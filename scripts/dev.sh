@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(postgresql-15 postgresql-client-15 mariadb-server mariadb-client redis-server redis-tools
     zstd age python3-venv python3-pip procps ca-certificates
-    openssh-server openssh-client haproxy nginx bind9 bind9-utils)
+    openssh-server openssh-client haproxy nginx bind9 bind9-utils bind9-dnsutils socat)
 # Azurite (the Azure Blob emulator of the lab) comes from npm; 3.35.x is the last release for Node 20.
 AZURITE_VERSION=3.35.0
 AZURITE_DIR=${SIPREC_AZURITE_DIR:-$HOME/.cache/siprec-backup/azurite}

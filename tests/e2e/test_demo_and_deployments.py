@@ -1,17 +1,23 @@
 """The quick start's main job: deployments registered by the documented command, the nightly
 platform backup run by the lab's worker into every store, the set's restore checked, and the
-same set verified by the verify-restore deployment."""
+same set verified by the verify-restore deployment, and the lab platform's replication status
+table published by the monitor-replication deployment."""
 
 from __future__ import annotations
 
+import json
+
 import anyio
 import pytest
+from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.schedules import CronSchedule
 
 from deployments.demo import run_demo
+from deployments.lab_blocks import PLATFORM, REPLICATION
+from flows.monitor_replication import artifact_key
 from tests.e2e.conftest import Platform
 
 
@@ -47,3 +53,16 @@ def test_demo_end_to_end(platform: Platform, capsys: pytest.CaptureFixture[str])
     assert " verified: " in out and "FAIL" not in out
     schedule, _ = anyio.run(_deployment_runs, "restore-drill/weekly")
     assert schedule is not None and (schedule.cron, schedule.timezone) == ("0 4 * * 0", "UTC")
+
+    # The replication status of the lab platform: printed, and an artifact in the UI.
+    schedule, monitors = anyio.run(_deployment_runs, "monitor-replication/every-minute")
+    assert schedule is not None and schedule.cron == "* * * * *"
+    assert any(run.state is not None and run.state.is_completed() for run in monitors)
+    table = Artifact.get(artifact_key(PLATFORM))
+    assert table is not None and isinstance(table.data, str)
+    rows = json.loads(table.data)
+    assert {(r["cluster"], r["role"]) for r in rows} == {
+        (cluster, role) for cluster in REPLICATION for role in ("primary", "replica")
+    }
+    for row in rows:
+        assert f"{row['cluster']:<20} {row['node']:<10} {row['role']:<10} " in out

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -330,3 +332,64 @@ def test_configuration_errors_fail_the_run(lab_platform: LabState) -> None:
         run(new_state(), platforms=["no-such-platform"], channels=[])
     with pytest.raises(ConfigurationError, match="no-such-channel"):
         run(new_state(), channels=["no-such-channel"])
+
+
+def test_serve_mode_detects_a_broken_link_within_seconds(
+    lab_platform: LabState, hook: Receiver
+) -> None:
+    """`python -m flows.monitor_replication --serve --interval 2`: a long-running process that
+    checks every 2 s; a Redis link cut reaches the webhook once, the repair once more (the time
+    to detection is printed: under load a pass takes longer than the interval)."""
+    wait_healthy("siprec-lab-redis")
+    repo = Path(__file__).resolve().parents[2]
+    served = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flows.monitor_replication",
+            "--serve",
+            "--interval",
+            "2",
+            "--platform",
+            PLATFORM,
+            "--channel",
+            HOOK,
+            "--state-variable",
+            new_state(),
+        ],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    primary = lab_platform.redis("primary")
+    try:
+        time.sleep(8)  # the process registers its deployment and runs its first passes
+        assert served.poll() is None, served.stderr.read() if served.stderr else ""
+        assert hook.requests == []  # healthy: nothing to say
+        with lab_platform.redis("replica").client() as replica:
+            try:
+                replica.execute_command("REPLICAOF", "127.0.0.1", str(_closed_port()))
+                cut = time.monotonic()
+                _wait_for_requests(hook, 1, 60)
+                print(f"\nserve mode: link cut announced after {time.monotonic() - cut:.1f} s")
+                [alert] = received(hook)
+                assert alert["event"] == "siprec.node.broken"
+            finally:
+                replica.execute_command("REPLICAOF", primary.host, str(primary.port))
+        _wait_for_requests(hook, 1, 60)
+        [recovery] = received(hook)
+        assert recovery["fields"]["kind"] == "recovery"
+        time.sleep(5)
+        assert hook.requests == []  # no repeats while nothing changes
+    finally:
+        served.terminate()
+        served.wait(timeout=30)
+    wait_healthy("siprec-lab-redis")
+
+
+def _wait_for_requests(hook: Receiver, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(hook.requests) < count:
+        assert time.monotonic() < deadline, f"{len(hook.requests)} of {count} alerts arrived"
+        time.sleep(0.1)

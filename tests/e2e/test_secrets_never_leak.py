@@ -1,5 +1,5 @@
-"""Secrets (server passwords, storage credentials, the master key) never appear in logs,
-artifacts, parameters or states.
+"""Secrets (server passwords, storage credentials, the master key, the levers' stats password,
+TSIG secret and SSH key) never appear in logs, artifacts, parameters or states.
 
 The flows run with known secret values (one of them with a wrong password, so that an error path
 is searched too); then every log line, artifact, flow run parameter and state the Prefect server
@@ -58,8 +58,13 @@ async def _all(read: Any) -> list[Any]:
 def _secret_forms(platform: Platform) -> list[str]:
     material = platform.key.material
     azure_key = platform.state.azure_connection_string.split("AccountKey=")[1].split(";")[0]
+    state = platform.state
+    private_key = state.ssh().client_key.read_text().splitlines()[1]  # a line of key material
     return [
         *platform.passwords,
+        state.haproxy().stats_password,
+        state.bind("primary").key_secret,
+        private_key,
         WRONG_PASSWORD,
         azure_key,
         material.hex(),

@@ -215,6 +215,10 @@ def test_blocks_apply_creates_then_updates(levers: Levers, lab: LabState) -> Non
     assert check.returncode == 0, check.stderr
     assert check.stdout.startswith(f"ok: HAProxy stats {lab.haproxy().stats_url}: ")
     assert check.stdout.rstrip().endswith(": 2 server(s) in 1 backend(s)")
+    for group, command, *args in (("dns", "show", "db", "A"), ("ssh", "check")):
+        block = {"dns": "cli-dns", "ssh": "cli-ssh"}[group]
+        used = levers.run(group, command, "--block", block, *args)
+        assert used.returncode == 0, used.stderr
 
 
 def test_blocks_apply_refuses_bad_files_and_saves_nothing(

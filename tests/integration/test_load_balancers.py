@@ -92,7 +92,7 @@ def test_haproxy_drain_under_live_traffic(haproxy: HAProxyEndpoint) -> None:
     slow: list[tuple[str, float]] = []
 
     def hold() -> None:
-        r = httpx.get(f"{haproxy.frontend_url}/slow?seconds=2", timeout=10)
+        r = httpx.get(f"{haproxy.frontend_url}/slow?seconds=4", timeout=15)
         slow.append((r.text.strip(), time.monotonic()))
 
     threads = [threading.Thread(target=hold) for _ in range(4)]  # round robin: 2 per server
@@ -109,14 +109,15 @@ def test_haproxy_drain_under_live_traffic(haproxy: HAProxyEndpoint) -> None:
     assert drained.current_sessions >= 1  # the slow requests still run on app-a
     assert hits(haproxy.frontend_url, 10) == ["app-b"] * 10
 
-    waited = lb.wait_drained("app", "app-a", deadline_s=10, poll_s=0.05)
+    # Under load the requests above may outlast the slow ones: the order below is the proof.
+    waited = lb.wait_drained("app", "app-a", deadline_s=15, poll_s=0.05)
     returned = time.monotonic()
     for t in threads:
-        t.join(10)
+        t.join(15)
     assert sorted(body for body, _ in slow) == ["app-a", "app-a", "app-b", "app-b"]
     last_a = max(done for body, done in slow if body == "app-a")
     assert returned >= last_a - 0.1  # scur reached 0 only once the slow requests ended
-    assert 0.5 < waited < 5
+    assert waited < 10
     assert lb.server("app", "app-a").status == "DRAIN"
 
 
