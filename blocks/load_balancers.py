@@ -7,15 +7,12 @@ until drained.
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from blocks._docs import DOCS_URL
-from blocks.loading import load_block
+from blocks.loading import load_block, load_one_of
 from blocks.ssh import SshHost
-from siprec_backup.errors import ConfigurationError
 from siprec_backup.remote import CommandRunner, LocalRunner, SshClient, SshRunner
 from siprec_backup.traffic import HAProxy, LoadBalancer, Nginx, NginxPlus
 
@@ -201,25 +198,7 @@ LOAD_BALANCER_TYPES: dict[str, type[LoadBalancerBlock]] = {
 
 def load_load_balancer_block(name: str) -> LoadBalancerBlock:
     """The load balancer block called ``name``, whatever its type (names are per type)."""
-    found: list[Any] = []
-    for cls in LOAD_BALANCER_TYPES.values():
-        try:
-            block: object = cls.load(name)
-        except ValueError:  # no block of this type has that name
-            continue
-        if isinstance(block, cls):
-            found.append(block)
-    if not found:
-        kinds = ", ".join(cls.get_block_type_name() for cls in LOAD_BALANCER_TYPES.values())
-        raise ConfigurationError(
-            f"no load balancer block named {name!r} on the Prefect server (looked for: {kinds})"
-        )
-    if len(found) > 1:
-        kinds = ", ".join(type(b).get_block_type_name() for b in found)
-        raise ConfigurationError(
-            f"the load balancer block name {name!r} is ambiguous: it exists as {kinds}"
-        )
-    return found[0]  # type: ignore[no-any-return]
+    return load_one_of(tuple(LOAD_BALANCER_TYPES.values()), name, "load balancer")
 
 
 def load_load_balancer(name: str) -> LoadBalancer:
