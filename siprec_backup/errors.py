@@ -33,6 +33,10 @@ turn any of them into one clear line. The tree (httpx's ``_exceptions.py`` is th
     ├── DnsError                  a DNS query or update failed
     │   ├── DnsUpdateRefusedError the server refused an update (TSIG key, NOTAUTH, REFUSED...)
     │   └── PropagationError      a nameserver still disagreed when the deadline passed
+    ├── FailoverError             a failover step failed on a database node (carries the node)
+    │   ├── SafetyRefusalError    refused on purpose: lag gate, no healthy candidate, bad topology
+    │   ├── FailoverLockedError   another failover of the same cluster holds the lock
+    │   └── IncompleteFailoverError  an earlier run stopped half-way: read its report first
     └── LabError                  the throwaway lab could not start or stop a server
 
 Messages never contain secrets: callers pass host, port, user and database names, never passwords
@@ -188,3 +192,24 @@ class PropagationError(DnsError):
     def __init__(self, message: str, *, disagreeing: list[str]) -> None:
         super().__init__(message)
         self.disagreeing = disagreeing
+
+
+class FailoverError(SiprecBackupError):
+    """A failover, switchover or cutover step failed; ``node`` names the server concerned."""
+
+    def __init__(self, message: str, *, node: str = "") -> None:
+        super().__init__(f"{node}: {message}" if node else message)
+        self.node = node
+
+
+class SafetyRefusalError(FailoverError):
+    """Refused on purpose before anything changed: the lag gate, no healthy candidate, a
+    topology that does not match the configuration."""
+
+
+class FailoverLockedError(FailoverError):
+    """Another failover of the same cluster is running (the per-cluster lock is held)."""
+
+
+class IncompleteFailoverError(FailoverError):
+    """An earlier failover run of the cluster stopped half-way; its journal says where."""

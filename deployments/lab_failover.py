@@ -1,0 +1,122 @@
+"""Blocks describing a lab cluster (see :mod:`siprec_backup.lab.clusters`) for the failover,
+switchover and blue-green flows: a connection block per node, the replication cluster block,
+the load balancer block of its HAProxy, a DNS record in the lab's zone and the failover cluster
+block tying them together. Used by the failover tests, the demo and the failover benchmark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from pydantic import SecretStr
+
+from blocks import MySQLDatabase, PostgresDatabase, RedisServer, ReplicationCluster
+from blocks.failover import FailoverCluster, FailoverNodeSettings
+from blocks.load_balancers import HAProxyLoadBalancer
+from blocks.replication import ClusterKind, NodeRole, ReplicationNodeConfig
+from siprec_backup.dns import BindDns, Change
+from siprec_backup.lab.clusters import LabCluster
+
+
+@dataclass(frozen=True)
+class FailoverBlocks:
+    """Names of the saved blocks and the record the failover moves."""
+
+    failover: str
+    replication: str
+    load_balancer: str | None
+    backend: str
+    dns_record: str | None
+
+
+def _connection_block(kind: str, target: Any) -> Any:
+    password = SecretStr(target.password) if target.password else None
+    if kind == "postgres":
+        return PostgresDatabase(
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            password=password,
+            dbname=target.dbname,
+            sslmode="disable",
+        )
+    if kind == "mysql":
+        databases = [target.database] if target.database else []
+        return MySQLDatabase(
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            password=password,
+            databases=databases,
+        )
+    return RedisServer(host=target.host, port=target.port, password=password)
+
+
+def save_failover_blocks(
+    cluster: LabCluster,
+    name: str,
+    *,
+    haproxy_runtime: str | None = None,
+    dns_block: str | None = None,
+    dns: BindDns | None = None,
+    ssh_block: str | None = None,
+    systemctl: str | None = None,
+    notify: list[str] | None = None,
+    **settings: Any,
+) -> FailoverBlocks:
+    """Save every block of ``cluster`` under names starting with ``name``; the DNS record
+    ``<name>-db`` is created in the lab zone pointing at n1. ``settings`` go to the
+    FailoverCluster block (e.g. ``max_data_loss``, ``stop_service_on_fence``)."""
+    nodes = []
+    for node in cluster.nodes:
+        block = f"{name}-{node.name}"
+        _connection_block(cluster.kind, cluster.target(node.name)).save(block, overwrite=True)
+        role: NodeRole = "primary" if node.name == "n1" else "replica"
+        nodes.append(ReplicationNodeConfig(name=node.name, role=role, block=block))
+    replication = f"{name}-replication"
+    ReplicationCluster(
+        cluster=name,
+        kind=cast(ClusterKind, cluster.kind),
+        nodes=nodes,
+        timeout_seconds=3,
+    ).save(replication, overwrite=True)
+
+    load_balancer = None
+    if haproxy_runtime:
+        load_balancer = f"{name}-haproxy"
+        HAProxyLoadBalancer(runtime_api=haproxy_runtime, timeout_seconds=2).save(
+            load_balancer, overwrite=True
+        )
+    record = None
+    if dns is not None and dns_block:
+        record = f"{name}-db"
+        dns.apply([Change.replace(record, "A", 60, cluster.node("n1").host)])
+    if hasattr(cluster, "replication_auth"):  # MariaDB: the old primary's account in a switchover
+        user, password = cluster.replication_auth()
+        settings.setdefault("replication_user", user)
+        settings.setdefault("replication_password", SecretStr(password))
+    data_dirs = getattr(cluster, "data_directory", None)  # PostgreSQL: restarted as a standby
+    FailoverCluster(
+        replication=replication,
+        nodes=[
+            FailoverNodeSettings(
+                name=node.name,
+                address=node.host,
+                lb_server=f"{name}/{node.name}" if load_balancer else None,
+                ssh_host=ssh_block,
+                service=node.unit if ssh_block else None,
+                systemctl=systemctl or "systemctl",
+                data_directory=str(data_dirs(node.name)) if data_dirs else None,
+            )
+            for node in cluster.nodes
+        ],
+        load_balancer=load_balancer,
+        dns_zone=dns_block if record else None,
+        dns_records=[record] if record else [],
+        dns_ttl=60,
+        notify=notify or [],
+        step_timeout_seconds=20,
+        **settings,
+    ).save(name, overwrite=True)
+    return FailoverBlocks(name, replication, load_balancer, name, record)

@@ -1,0 +1,123 @@
+"""``siprec-backup failover`` and ``switchover``: the runbooks from the command line.
+
+``--dry-run`` runs the flow's planning here (one flow run on the Prefect server, nothing
+changed) and prints the plan. Without it, the command creates a run of the deployment, exactly
+as the Prefect UI's "Custom run" does, waits for it and prints its audit report: the work
+happens on the deployment's worker, under its concurrency limit, with its run history.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, cast
+
+import typer
+
+from siprec_backup.errors import ConfigurationError, FailoverError
+
+Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the audit trail).")]
+Candidate = Annotated[
+    str | None, typer.Option("--candidate", help="Node to promote (default: automatic).")
+]
+DryRun = Annotated[bool, typer.Option("--dry-run/--run", help="Only print the plan.")]
+Timeout = Annotated[
+    float, typer.Option("--timeout", help="Seconds to wait for the deployment run.")
+]
+Acknowledge = Annotated[
+    bool,
+    typer.Option(
+        "--acknowledge-incomplete",
+        help="Go ahead although an earlier run stopped half-way (finishes its work).",
+    ),
+]
+
+
+def _run(mode: str, request: dict[str, Any], dry_run: bool, timeout: float) -> None:
+    if dry_run:
+        result = _dry_run(mode, request)
+        typer.echo(result["markdown"], nl=False)
+        return
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+
+    run = cast(
+        FlowRun,
+        run_deployment(f"{mode}/on-demand", parameters={"request": request}, timeout=timeout),
+    )
+    state = run.state
+    typer.echo(f"{mode} run {run.name} ({run.id}): {state.name if state else 'unknown'}")
+    report = _report(mode, request["cluster"])
+    if report:
+        typer.echo(report, nl=False)
+    if state is None or not state.is_completed():
+        message = state.message if state and state.message else "see the run in the Prefect UI"
+        raise FailoverError(f"{mode} of {request['cluster']} did not complete: {message}")
+
+
+def _dry_run(mode: str, request: dict[str, Any]) -> dict[str, Any]:
+    if mode == "failover":
+        from flows.failover import FailoverRequest, failover
+
+        return failover(FailoverRequest(**request))
+    from flows.switchover import SwitchoverRequest, switchover
+
+    request.pop("max_data_loss", None)
+    return switchover(SwitchoverRequest(**request))
+
+
+def _report(mode: str, block: str) -> str | None:
+    """The markdown of the run's audit artifact (the cluster name comes from the block)."""
+    from prefect.artifacts import Artifact
+
+    from blocks.failover import load_failover_cluster
+    from flows.failover import artifact_key
+
+    artifact = Artifact.get(artifact_key(mode, load_failover_cluster(block).name))
+    data = getattr(artifact, "data", None)
+    if not isinstance(data, str):
+        return None
+    return data.split("\n```json\n", 1)[0]
+
+
+def failover_command(
+    cluster: Annotated[str, typer.Argument(help="The failover cluster block.")],
+    reason: Reason,
+    candidate: Candidate = None,
+    dry_run: DryRun = True,
+    max_data_loss: Annotated[
+        int | None,
+        typer.Option(help="Lag gate for this run (bytes; transactions for MySQL)."),
+    ] = None,
+    acknowledge_incomplete: Acknowledge = False,
+    timeout: Timeout = 900.0,
+) -> None:
+    """Fail over a cluster: plan (``--dry-run``, the default) or run the deployment."""
+    if max_data_loss is not None and max_data_loss < 0:
+        raise ConfigurationError("--max-data-loss must be >= 0")
+    request = {
+        "cluster": cluster,
+        "reason": reason,
+        "candidate": candidate,
+        "dry_run": dry_run,
+        "max_data_loss": max_data_loss,
+        "acknowledge_incomplete": acknowledge_incomplete,
+    }
+    _run("failover", request, dry_run, timeout)
+
+
+def switchover_command(
+    cluster: Annotated[str, typer.Argument(help="The failover cluster block.")],
+    reason: Reason,
+    candidate: Candidate = None,
+    dry_run: DryRun = True,
+    acknowledge_incomplete: Acknowledge = False,
+    timeout: Timeout = 900.0,
+) -> None:
+    """Planned switchover with no data loss: plan (``--dry-run``) or run the deployment."""
+    request = {
+        "cluster": cluster,
+        "reason": reason,
+        "candidate": candidate,
+        "dry_run": dry_run,
+        "acknowledge_incomplete": acknowledge_incomplete,
+    }
+    _run("switchover", request, dry_run, timeout)
