@@ -8,7 +8,7 @@ import ipaddress
 from typing import Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from blocks._docs import DOCS_URL
 from blocks.loading import load_block
@@ -175,24 +175,23 @@ class BlueGreenCutover(Block):
         gt=0,
         le=600,
         title="Step timeout (s)",
-        description="Most a step waits: servers up on the load balancer, DNS on every "
-        "nameserver.",
+        description="Most a step waits: servers up on the load balancer, DNS on every nameserver.",
     )
 
     @field_validator("blue_servers", "green_servers")
     @classmethod
-    def _servers(cls, value: list[str], info: object) -> list[str]:
-        return _check_servers(getattr(info, "field_name", "servers"), value)
+    def _servers(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return _check_servers(str(info.field_name), value)
 
     @field_validator("blue_addresses", "green_addresses")
     @classmethod
-    def _addresses(cls, value: list[str], info: object) -> list[str]:
-        return _check_addresses(getattr(info, "field_name", "addresses"), value)
+    def _addresses(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return _check_addresses(str(info.field_name), value)
 
     @field_validator("blue_checks", "green_checks")
     @classmethod
-    def _checks(cls, value: list[str], info: object) -> list[str]:
-        return _check_urls(getattr(info, "field_name", "checks"), value)
+    def _checks(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return _check_urls(str(info.field_name), value)
 
     @model_validator(mode="after")
     def _consistent(self) -> BlueGreenCutover:

@@ -28,8 +28,10 @@ nothing is undone (un-fencing the old primary would make two primaries): the run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -67,6 +69,7 @@ from siprec_backup.traffic import ServerState
 from tasks.failover import (
     AUDIT,
     PROMOTED,
+    SharedAudit,
     dns_current,
     dns_prepare,
     dns_switch,
@@ -135,25 +138,51 @@ def lock_name(cluster: str) -> str:
     return f"failover-{_slug(cluster)}"
 
 
-def journal_name(cluster: str) -> str:
-    return f"failover_journal_{_slug(cluster).replace('-', '_')}"
+def journal_name(cluster: str, mode: str = "failover") -> str:
+    """The Prefect variable holding the last run's journal: failover and switchover of a
+    cluster share one (they share the lock); a blue-green cutover has its own."""
+    family = "cutover" if mode == "blue-green" else "failover"
+    return f"{family}_journal_{_slug(cluster).replace('-', '_')}"
 
 
-def read_journal(cluster: str) -> dict[str, Any] | None:
-    value = Variable.get(journal_name(cluster), default=None)
+def read_journal(cluster: str, mode: str = "failover") -> dict[str, Any] | None:
+    value = Variable.get(journal_name(cluster, mode), default=None)
     return value if isinstance(value, dict) else None
 
 
 def write_journal(audit: FailoverAudit) -> None:
-    Variable.set(journal_name(audit.cluster), audit.journal(), overwrite=True)
+    Variable.set(journal_name(audit.cluster, audit.mode), audit.journal(), overwrite=True)
 
 
-def _ensure_limit(name: str) -> None:
+def ensure_limit(name: str) -> None:
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+
+
+@contextlib.contextmanager
+def cluster_lock(name: str, holder: Callable[[], str]) -> Iterator[None]:
+    """Hold global concurrency limit ``name`` (created with one slot if missing) for the
+    block's duration; FailoverLockedError with ``holder()``'s message if another run holds it.
+    Only taking the lock is guarded: a timeout inside the block is not "locked"."""
+    ensure_limit(name)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(
+                concurrency(
+                    name,
+                    occupy=1,
+                    timeout_seconds=LOCK_WAIT_SECONDS,
+                    lease_duration=LOCK_LEASE_SECONDS,
+                    strict=True,
+                    raise_on_lease_renewal_failure=False,
+                )
+            )
+        except TimeoutError:
+            raise FailoverLockedError(holder()) from None
+        yield
 
 
 def _locked_message(cluster: str) -> str:
@@ -194,7 +223,7 @@ def check_journal(cluster: str, acknowledged: bool) -> dict[str, Any] | None:
 # -- reporting ----------------------------------------------------------------------------------
 
 
-def _actor() -> tuple[str, str]:
+def actor() -> tuple[str, str]:
     ctx = get_run_context()
     run = getattr(ctx, "flow_run", None)
     if run is None:
@@ -359,7 +388,7 @@ def execute(loaded: LoadedCluster, plan: FailoverPlan, audit: FailoverAudit) -> 
     kind = loaded.kind
     old, candidate = plan.old_primary, plan.candidate
     with transaction() as txn:
-        txn.set(AUDIT, audit)
+        txn.set(AUDIT, SharedAudit(audit))
         if old is not None:
             if plan.old_primary_reachable:
                 run_step(audit, "fence", old.name, lambda: fence_primary(kind, old, timeout))
@@ -420,8 +449,8 @@ def run_runbook(request: FailoverRequest, mode: Mode, execute_steps: Any) -> dic
     """Plan, lock, check, approve, execute and report: what failover and switchover share."""
     logger = get_run_logger()
     loaded = load_failover_cluster(request.cluster)
-    actor, run_id = _actor()
-    audit = FailoverAudit(loaded.name, mode, actor, request.reason, run_id=run_id)
+    who, run_id = actor()
+    audit = FailoverAudit(loaded.name, mode, who, request.reason, run_id=run_id)
     channels = load_channels(loaded.config.notify)
     if request.dry_run:
         journal = read_journal(loaded.name)
@@ -443,20 +472,8 @@ def run_runbook(request: FailoverRequest, mode: Mode, execute_steps: Any) -> dic
         logger.info("dry run:\n%s", markdown)
         return {"outcome": "dry-run", "plan": plan.to_dict(), "markdown": markdown}
 
-    name = lock_name(loaded.name)
-    _ensure_limit(name)
-    try:
-        with concurrency(
-            name,
-            occupy=1,
-            timeout_seconds=LOCK_WAIT_SECONDS,
-            lease_duration=LOCK_LEASE_SECONDS,
-            strict=True,
-            raise_on_lease_renewal_failure=False,
-        ):
-            return _locked_run(request, mode, loaded, audit, channels, execute_steps)
-    except TimeoutError:
-        raise FailoverLockedError(_locked_message(loaded.name)) from None
+    with cluster_lock(lock_name(loaded.name), lambda: _locked_message(loaded.name)):
+        return _locked_run(request, mode, loaded, audit, channels, execute_steps)
 
 
 def _locked_run(

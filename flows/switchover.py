@@ -25,6 +25,7 @@ from siprec_backup.traffic import ServerState
 from tasks.failover import (
     AUDIT,
     PROMOTED,
+    SharedAudit,
     catch_up,
     demote,
     dns_prepare,
@@ -84,7 +85,7 @@ def execute_switchover(loaded: LoadedCluster, plan: FailoverPlan, audit: Failove
     _check_rejoin(loaded, plan)
     names = ", ".join(r.name for r in plan.dns)
     with transaction() as txn:
-        txn.set(AUDIT, audit)
+        txn.set(AUDIT, SharedAudit(audit))
         run_step(audit, "fence", old.name, lambda: fence_primary(kind, old, timeout))
         if config.load_balancer and old.lb_server:
             lb, server = config.load_balancer, old.lb_server

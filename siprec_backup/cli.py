@@ -31,7 +31,7 @@ from rich.progress import (
 
 from siprec_backup.backup_set import BackupSet, find_backup_set, list_backup_sets, sort_sources
 from siprec_backup.catalog import find_backup, list_backups, read_manifest
-from siprec_backup.cli_failover import failover_command, switchover_command
+from siprec_backup.cli_failover import cutover_command, failover_command, switchover_command
 from siprec_backup.cli_levers import blocks_app, dns_app, lb_app, ssh_app
 from siprec_backup.errors import (
     BackupSetIncompleteError,
@@ -83,6 +83,7 @@ app.add_typer(dns_app, name="dns")
 app.add_typer(ssh_app, name="ssh")
 app.command("failover")(failover_command)
 app.command("switchover")(switchover_command)
+app.command("cutover")(cutover_command)
 
 StoreDirOption = Annotated[
     Path | None, typer.Option(help="A local store directory (no Prefect needed).")

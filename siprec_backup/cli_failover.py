@@ -1,4 +1,4 @@
-"""``siprec-backup failover`` and ``switchover``: the runbooks from the command line.
+"""``siprec-backup failover``, ``switchover`` and ``cutover``: the runbooks from the command line.
 
 ``--dry-run`` runs the flow's planning here (one flow run on the Prefect server, nothing
 changed) and prints the plan. Without it, the command creates a run of the deployment, exactly
@@ -121,3 +121,62 @@ def switchover_command(
         "acknowledge_incomplete": acknowledge_incomplete,
     }
     _run("switchover", request, dry_run, timeout)
+
+
+def _cutover_report(block: str) -> str | None:
+    """The markdown of a cutover's audit artifact (named by the block's ``name``)."""
+    from prefect.artifacts import Artifact
+
+    from blocks.blue_green import load_cutover
+    from flows.failover import artifact_key
+
+    artifact = Artifact.get(artifact_key("blue-green", load_cutover(block).name))
+    data = getattr(artifact, "data", None)
+    if not isinstance(data, str):
+        return None
+    return data.split("\n```json\n", 1)[0]
+
+
+def cutover_command(
+    cutover: Annotated[str, typer.Argument(help="The blue-green cutover block.")],
+    reason: Reason,
+    target: Annotated[
+        str, typer.Option("--target", help="The colour that takes the traffic: green or blue.")
+    ] = "green",
+    dry_run: DryRun = True,
+    watch_seconds: Annotated[
+        float | None,
+        typer.Option("--watch-seconds", help="Watch window after the cutover (default: block's)."),
+    ] = None,
+    timeout: Timeout = 900.0,
+) -> None:
+    """Blue-green cutover: plan (``--dry-run``, the default) or run the deployment."""
+    if target not in ("green", "blue"):
+        raise ConfigurationError("--target must be green or blue")
+    request: dict[str, Any] = {
+        "cutover": cutover,
+        "reason": reason,
+        "target": target,
+        "dry_run": dry_run,
+        "watch_seconds": watch_seconds,
+    }
+    if dry_run:
+        from flows.blue_green import CutoverRequest, blue_green
+
+        typer.echo(blue_green(CutoverRequest(**request))["markdown"], nl=False)
+        return
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+
+    run = cast(
+        FlowRun,
+        run_deployment("blue-green/on-demand", parameters={"request": request}, timeout=timeout),
+    )
+    state = run.state
+    typer.echo(f"blue-green run {run.name} ({run.id}): {state.name if state else 'unknown'}")
+    report = _cutover_report(cutover)
+    if report:
+        typer.echo(report, nl=False)
+    if state is None or not state.is_completed():
+        message = state.message if state and state.message else "see the run in the Prefect UI"
+        raise FailoverError(f"cutover {cutover} did not complete: {message}")

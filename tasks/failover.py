@@ -70,9 +70,20 @@ def _kept(txn: Transaction, what: str) -> bool:
     return bool(promoted)
 
 
+class SharedAudit:
+    """Holds the run's audit trail in the transaction. Prefect hands out deep copies of what a
+    transaction stores; the rollback hooks must append to the flow's own trail."""
+
+    def __init__(self, audit: FailoverAudit) -> None:
+        self.audit = audit
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedAudit:
+        return self
+
+
 def _audit(txn: Transaction) -> FailoverAudit:
-    audit: FailoverAudit = txn.get(AUDIT)
-    return audit
+    shared: SharedAudit = txn.get(AUDIT)
+    return shared.audit
 
 
 def _undo(txn: Transaction, what: str, manual: str, action: Any) -> None:

@@ -5,8 +5,10 @@ approved and rejected, two failovers at once, a run killed half-way)."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
+import secrets
 import signal
 import socket
 import struct
@@ -258,12 +260,16 @@ def test_load_balancer_lost_after_promotion_stops_with_the_manual_next_step(
         failover(request(pg))
 
 
-def _stall_and_write(run: RunningCluster) -> None:
-    """Both replicas stop receiving; the live primary then writes 4 MiB they never get."""
+def _stall_and_write(run: RunningCluster) -> str:
+    """Both replicas stop receiving; the live primary then writes 4 MiB (hex of random bytes:
+    little to compress) they never get. Returns the last marker written."""
     for replica in ("n2", "n3"):
         run.cluster.stall(replica)
+    marker = ""
     for i in range(64):
-        write(run.kind, run.target("n1"), f"lost-{i}-" + "x" * 65536)
+        marker = f"lost-{i}-{secrets.token_hex(32768)}"
+        write(run.kind, run.target("n1"), marker)
+    return marker
 
 
 def _paused_failover(run: RunningCluster) -> tuple[threading.Thread, dict[str, Any]]:
@@ -275,7 +281,8 @@ def _paused_failover(run: RunningCluster) -> tuple[threading.Thread, dict[str, A
         except Exception as exc:
             outcome["error"] = exc
 
-    thread = threading.Thread(target=go)
+    # The thread sees the session's Prefect settings (a context variable) only if given them.
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(go,))
     thread.start()
     return thread, outcome
 
@@ -301,7 +308,7 @@ def _wait_paused() -> Any:
 
 @pytest.mark.parametrize("approve", [True, False], ids=["approved", "rejected"])
 def test_lagging_candidate_waits_for_an_operator(pg: RunningCluster, approve: bool) -> None:
-    _stall_and_write(pg)
+    lost = _stall_and_write(pg)
     thread, outcome = _paused_failover(pg)
     run_id = _wait_paused()
     assert _fenced(pg) is False  # nothing changed while waiting
@@ -319,7 +326,7 @@ def test_lagging_candidate_waits_for_an_operator(pg: RunningCluster, approve: bo
         assert outcome.get("result", {}).get("outcome") == "completed", outcome
         assert audit["promoted"] == "n2"
         write(pg.kind, pg.target("n2"), "after-approval")
-        assert not has(pg.kind, pg.target("n2"), "lost-63-" + "x" * 65536)
+        assert not has(pg.kind, pg.target("n2"), lost)
     else:
         assert isinstance(outcome.get("error"), SafetyRefusalError), outcome
         assert "alice rejected" in str(outcome["error"])

@@ -1,5 +1,6 @@
 """Health checks of the blue-green cutover against a real local HTTP server (a thread) and real
-TCP sockets: status, body text, timeouts, refused connections, concurrency, no password shown."""
+TCP sockets: status, body text, timeouts, refused connections, concurrency, no password shown;
+and the blue-green block that configures them (documentation standard, validation)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
+from prefect.blocks.core import Block
+from prefect.testing.standard_test_suites.blocks import BlockStandardTestSuite
+from pydantic import ValidationError
 
+from blocks.blue_green import BlueGreenCutover
 from siprec_backup.errors import ConfigurationError
 from siprec_backup.failover.health import (
     CheckResult,
@@ -168,3 +174,74 @@ def test_bad_settings() -> None:
         HealthCheck("http://host/", timeout=0)
     with pytest.raises(ConfigurationError, match="timeout must be positive"):
         run_checks([HealthCheck("http://host/")], timeout=0)
+
+
+# -- the blue-green block ---------------------------------------------------------------------
+
+
+class TestBlueGreenBlockFollowsTheStandard(BlockStandardTestSuite):
+    @pytest.fixture
+    def block(self) -> type[Block]:
+        return BlueGreenCutover
+
+    def test_has_a_valid_image(self, block: type[Block]) -> None:
+        assert block._block_type_slug == "siprec-backup-blue-green"
+
+
+CHECKS: dict[str, Any] = {
+    "blue_checks": ["http://10.0.0.1/health"],
+    "green_checks": ["tcp://10.0.0.2:80"],
+}
+LB: dict[str, Any] = {
+    "load_balancer": "lb",
+    "blue_servers": ["web/b1"],
+    "green_servers": ["web/g1"],
+}
+DNS: dict[str, Any] = {
+    "dns_zone": "zone",
+    "dns_records": ["api"],
+    "blue_addresses": ["10.0.0.1"],
+    "green_addresses": ["10.0.0.2"],
+}
+
+
+def test_block_builds_servers_addresses_and_checks() -> None:
+    block = BlueGreenCutover(name="api", **LB, **DNS, **CHECKS, expect_body="ok")
+    assert [str(s) for s in block.servers("green")] == ["web/g1"]
+    assert block.addresses("blue") == ["10.0.0.1"] and block.rtype() == "A"
+    (check,) = block.checks("blue")
+    assert (check.name, check.status, check.expect, check.timeout) == (
+        "http://10.0.0.1/health",
+        200,
+        "ok",
+        5.0,
+    )
+    six = BlueGreenCutover(
+        name="api",
+        **CHECKS,
+        **{**DNS, "blue_addresses": ["2001:db8::1"], "green_addresses": ["2001:db8::2"]},
+    )
+    assert six.rtype("green") == "AAAA"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({**CHECKS}, "set a load_balancer (with its servers) or dns_records, or both"),
+        ({**CHECKS, **LB, "blue_servers": ["web"]}, "'web' must be 'backend/server'"),
+        ({**CHECKS, **LB, "green_servers": []}, "name both blue_servers and green_servers"),
+        ({**CHECKS, "blue_servers": ["web/b1"]}, "need a load_balancer block"),
+        ({**CHECKS, **LB, "green_servers": ["web/b1"]}, "servers in both colours: web/b1"),
+        ({**CHECKS, **DNS, "dns_zone": None}, "dns_records need a dns_zone block"),
+        ({**CHECKS, **DNS, "green_addresses": []}, "need both blue_addresses and green_addresses"),
+        ({**CHECKS, **DNS, "green_addresses": ["db2"]}, "'db2' is not an IP address"),
+        ({**CHECKS, **DNS, "green_addresses": ["2001:db8::2"]}, "the same IP version"),
+        ({**CHECKS, **LB, "blue_addresses": ["10.0.0.1"]}, "need dns_records"),
+        ({**LB, "green_checks": ["tcp://10.0.0.2:80"]}, "give health checks for both colours"),
+        ({**LB, **CHECKS, "green_checks": ["ftp://x/"]}, "green_checks: health check"),
+    ],
+)
+def test_block_validation_messages(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        BlueGreenCutover(name="api", **settings)
+    assert message in str(error.value)
