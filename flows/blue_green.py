@@ -27,7 +27,6 @@ real run, with the failover's audit trail, journal, notifications and events
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -39,16 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from blocks.alerting import load_channels
 from blocks.blue_green import BlueGreenCutover, Colour, load_cutover
-from flows.failover import (
-    actor,
-    artifact_key,
-    cluster_lock,
-    notify,
-    publish,
-    read_journal,
-    run_step,
-    write_journal,
-)
+from flows._journal import read_journal, slug, write_journal
+from flows.failover import actor, artifact_key, cluster_lock, notify, publish, run_step
 from siprec_backup.alerting.channels import Channel
 from siprec_backup.dns import RecordSet
 from siprec_backup.errors import SafetyRefusalError, SiprecBackupError
@@ -96,16 +87,12 @@ class CutoverRequest(BaseModel):
 # -- names ----------------------------------------------------------------------------------
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "cutover"
-
-
 def lock_name(cutover: str) -> str:
-    return f"cutover-{_slug(cutover)}"
+    return f"cutover-{slug(cutover)}"
 
 
 def plan_key(cutover: str) -> str:
-    return f"{MODE}-plan-{_slug(cutover)}"
+    return f"{MODE}-plan-{slug(cutover)}"
 
 
 def _other(colour: Colour) -> Colour:
@@ -338,7 +325,7 @@ def watch(config: BlueGreenCutover, colour: Colour, seconds: float, audit: Failo
             break
         time.sleep(max(0.0, next_round - time.monotonic()))
     record.finish("done", summary)
-    write_journal(audit)
+    write_journal(audit, wait=False)
 
 
 # -- the runbook ----------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -45,7 +44,6 @@ from prefect.exceptions import ObjectNotFound
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.transactions import transaction
-from prefect.variables import Variable
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks.alerting import load_channels
@@ -53,6 +51,7 @@ from blocks.failover import LoadedCluster, load_failover_cluster
 from blocks.load_balancers import load_load_balancer
 from blocks.loading import load_block
 from blocks.replication import ReplicationCluster
+from flows._journal import read_journal, slug, write_journal
 from siprec_backup.alerting.channels import AlertDeliveryError, Channel, deliver
 from siprec_backup.errors import (
     ConfigurationError,
@@ -70,16 +69,22 @@ from tasks.failover import (
     AUDIT,
     PROMOTED,
     SharedAudit,
+    catch_up,
+    demote,
     dns_current,
     dns_prepare,
     dns_switch,
     fence_primary,
+    final_position,
     inspect_nodes,
     lb_set,
+    prepare_rejoin,
     promote,
     repoint,
     stop_service,
 )
+
+MAINT, READY = ServerState.MAINT, ServerState.READY
 
 #: A crashed run's lock is freed when its lease expires (Prefect's minimum is 60 s).
 LOCK_LEASE_SECONDS = 60.0
@@ -125,33 +130,13 @@ class DataLossApproval(RunInput):
 # -- names, journal, lock -------------------------------------------------------------------
 
 
-def _slug(cluster: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", cluster.lower()).strip("-") or "cluster"
-
-
 def artifact_key(mode: str, cluster: str) -> str:
     """The key of a run's audit artifact (its history is the cluster's failover history)."""
-    return f"{mode}-{_slug(cluster)}"
+    return f"{mode}-{slug(cluster)}"
 
 
 def lock_name(cluster: str) -> str:
-    return f"failover-{_slug(cluster)}"
-
-
-def journal_name(cluster: str, mode: str = "failover") -> str:
-    """The Prefect variable holding the last run's journal: failover and switchover of a
-    cluster share one (they share the lock); a blue-green cutover has its own."""
-    family = "cutover" if mode == "blue-green" else "failover"
-    return f"{family}_journal_{_slug(cluster).replace('-', '_')}"
-
-
-def read_journal(cluster: str, mode: str = "failover") -> dict[str, Any] | None:
-    value = Variable.get(journal_name(cluster, mode), default=None)
-    return value if isinstance(value, dict) else None
-
-
-def write_journal(audit: FailoverAudit) -> None:
-    Variable.set(journal_name(audit.cluster, audit.mode), audit.journal(), overwrite=True)
+    return f"failover-{slug(cluster)}"
 
 
 def ensure_limit(name: str) -> None:
@@ -302,7 +287,7 @@ def run_step(audit: FailoverAudit, key: str, target: str, call: Any, **inputs: A
         record.finish("failed", error=one_line(str(exc), 400))
         raise
     record.finish("done", result if isinstance(result, dict) else {})
-    write_journal(audit)
+    write_journal(audit, wait=False)
     return result
 
 
@@ -339,8 +324,29 @@ def plan_for(
     )
 
 
+def _check_rejoin(loaded: LoadedCluster, plan: FailoverPlan) -> None:
+    """What turning the old primary into a replica (switchover) needs."""
+    old = plan.old_primary
+    if plan.mode != "switchover" or old is None:
+        return
+    if loaded.kind == "postgres" and not (old.ssh_host and old.service and old.data_directory):
+        raise SafetyRefusalError(
+            f"a PostgreSQL switchover restarts {old.name} as a standby over SSH: set its "
+            "ssh_host, service and data_directory in the failover cluster block"
+        )
+    if loaded.kind == "mysql" and not (
+        loaded.config.replication_user and loaded.config.replication_password
+    ):
+        raise SafetyRefusalError(
+            "a MySQL switchover makes the old primary a replica: set replication_user and "
+            "replication_password in the failover cluster block"
+        )
+
+
 def preflight(loaded: LoadedCluster, plan: FailoverPlan) -> None:
-    """The load balancer answers and knows the servers the run will change."""
+    """A switchover can rejoin the old primary; the load balancer answers and knows the servers
+    the run will change."""
+    _check_rejoin(loaded, plan)
     name = loaded.config.load_balancer
     if not name:
         return
@@ -382,57 +388,83 @@ def approve_loss(plan: FailoverPlan, audit: FailoverAudit, timeout_minutes: floa
 
 
 def execute(loaded: LoadedCluster, plan: FailoverPlan, audit: FailoverAudit) -> None:
-    """Every step of a failover in one transaction (see the module docstring)."""
+    """Every step of the plan in one transaction, in the order of :func:`runbook`."""
     config = loaded.config
     timeout = config.step_timeout_seconds
     kind = loaded.kind
-    old, candidate = plan.old_primary, plan.candidate
+    old, new = plan.old_primary, plan.candidate
+    switchover = plan.mode == "switchover"
+    names = ", ".join(r.name for r in plan.dns)
+    zone, records = config.dns_zone, list(plan.dns)
+    lb = config.load_balancer
+
+    def lower_ttls() -> None:
+        if records and zone:
+            run_step(
+                audit, "dns-prepare", names, lambda: dns_prepare(zone, records, config.prepare_ttl)
+            )
+
     with transaction() as txn:
         txn.set(AUDIT, SharedAudit(audit))
+        if switchover:
+            lower_ttls()
+        until = None
         if old is not None:
             if plan.old_primary_reachable:
                 run_step(audit, "fence", old.name, lambda: fence_primary(kind, old, timeout))
-            if config.load_balancer and old.lb_server:
-                lb, server = config.load_balancer, old.lb_server
+            if lb and old.lb_server:
+                server = old.lb_server
+                run_step(audit, "lb-fence", str(server), lambda: lb_set(lb, server, MAINT))
+            if switchover and kind == "postgres":
                 run_step(
-                    audit, "lb-fence", str(server), lambda: lb_set(lb, server, ServerState.MAINT)
+                    audit, "prepare-rejoin", old.name, lambda: prepare_rejoin(old, new, timeout)
                 )
-            if config.stop_service_on_fence and old.service and old.ssh_host:
+            if switchover:
+                until = final_position(kind, old, timeout)
+            clean_stop = switchover and kind == "postgres"  # sends the last WAL to the standbys
+            if (config.stop_service_on_fence or clean_stop) and old.service and old.ssh_host:
                 run_step(audit, "stop-service", old.name, lambda: stop_service(old))
-        names = ", ".join(r.name for r in plan.dns)
-        if plan.dns and config.dns_zone:
-            zone, records = config.dns_zone, list(plan.dns)
+        if not switchover:
+            lower_ttls()
+        if until is not None:
+            position = until
             run_step(
                 audit,
-                "dns-prepare",
-                names,
-                lambda: dns_prepare(zone, records, config.prepare_ttl),
+                "catch-up",
+                new.name,
+                lambda: catch_up(kind, new, position, timeout),
+                until=position.text,
             )
         # Marked before promoting: a promotion that fails half-way is not undone either.
-        txn.set(PROMOTED, candidate.name)
+        txn.set(PROMOTED, new.name)
         if not plan.resumed:
-            result = run_step(
-                audit, "promote", candidate.name, lambda: promote(kind, candidate, timeout)
-            )
-            get_run_logger().info("promoted %s at %s", candidate.name, result.get("position"))
-        audit.promoted = candidate.name
+            result = run_step(audit, "promote", new.name, lambda: promote(kind, new, timeout))
+            get_run_logger().info("promoted %s at %s", new.name, result.get("position"))
+        audit.promoted = new.name
+        if lb and new.lb_server:
+            server = new.lb_server
+            run_step(audit, "lb-switch", str(server), lambda: lb_set(lb, server, READY))
         for node in plan.repoint:
             run_step(
                 audit,
                 "repoint",
                 node.name,
-                lambda n=node: repoint(kind, n, candidate.endpoint, timeout),
+                lambda n=node: repoint(kind, n, new.endpoint, timeout),
             )
-        if config.load_balancer and candidate.lb_server:
-            lb, server = config.load_balancer, candidate.lb_server
-            run_step(audit, "lb-switch", str(server), lambda: lb_set(lb, server, ServerState.READY))
-        if plan.dns and config.dns_zone:
-            zone, records = config.dns_zone, list(plan.dns)
+        if records and zone:
             run_step(
                 audit,
                 "dns-switch",
                 names,
-                lambda: dns_switch(zone, records, candidate.address, DNS_DEADLINE_SECONDS),
+                lambda: dns_switch(zone, records, new.address, DNS_DEADLINE_SECONDS),
+            )
+        if switchover and old is not None and not plan.resumed:
+            others = [n.name for n in loaded.nodes if n.name != old.name]
+            run_step(
+                audit,
+                "demote",
+                old.name,
+                lambda: demote(kind, old, new, loaded.block, others, timeout),
             )
 
 
@@ -445,7 +477,7 @@ def record_roles(loaded: LoadedCluster, primary: str) -> None:
     cluster.save(block, overwrite=True)
 
 
-def run_runbook(request: FailoverRequest, mode: Mode, execute_steps: Any) -> dict[str, Any]:
+def run_runbook(request: FailoverRequest, mode: Mode) -> dict[str, Any]:
     """Plan, lock, check, approve, execute and report: what failover and switchover share."""
     logger = get_run_logger()
     loaded = load_failover_cluster(request.cluster)
@@ -465,7 +497,7 @@ def run_runbook(request: FailoverRequest, mode: Mode, execute_steps: Any) -> dic
                 "(with it, this plan finishes that run).\n"
             )
         create_markdown_artifact(
-            key=f"{mode}-plan-{_slug(loaded.name)}",
+            key=f"{mode}-plan-{slug(loaded.name)}",
             markdown=markdown,
             description=f"{mode} plan (dry run) for {loaded.name}",
         )
@@ -473,7 +505,7 @@ def run_runbook(request: FailoverRequest, mode: Mode, execute_steps: Any) -> dic
         return {"outcome": "dry-run", "plan": plan.to_dict(), "markdown": markdown}
 
     with cluster_lock(lock_name(loaded.name), lambda: _locked_message(loaded.name)):
-        return _locked_run(request, mode, loaded, audit, channels, execute_steps)
+        return _locked_run(request, mode, loaded, audit, channels)
 
 
 def _locked_run(
@@ -482,7 +514,6 @@ def _locked_run(
     loaded: LoadedCluster,
     audit: FailoverAudit,
     channels: list[Channel],
-    execute_steps: Any,
 ) -> dict[str, Any]:
     journal = check_journal(loaded.name, request.acknowledge_incomplete)
     try:
@@ -504,7 +535,7 @@ def _locked_run(
         f"{mode} of {loaded.name} started: promoting {plan.candidate.name} ({request.reason})",
     )
     try:
-        execute_steps(loaded, plan, audit)
+        execute(loaded, plan, audit)
     except BaseException as exc:
         if audit.step("promote") is not None or plan.resumed:
             audit.promoted = plan.candidate.name
@@ -538,4 +569,4 @@ def failover(request: FailoverRequest) -> dict[str, Any]:
     """Promote the best replica of a cluster and move its load balancer and DNS with it."""
     if not request.cluster:
         raise ConfigurationError("name the failover cluster block")
-    return run_runbook(request, "failover", execute)
+    return run_runbook(request, "failover")

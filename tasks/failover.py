@@ -331,14 +331,17 @@ def prepare_rejoin(old: FailoverNode, candidate: FailoverNode, timeout: float) -
     """PostgreSQL: give the still running old primary the conninfo it will follow the new
     primary with once restarted as a standby (copied from the candidate's own, re-aimed)."""
     conninfo = POSTGRES.conninfo_for(candidate.target, candidate.endpoint, old.name)
-    POSTGRES.prepare_rejoin(old.target, conninfo, None, timeout=timeout)
-    return {"upstream": str(candidate.endpoint)}
+    POSTGRES.prepare_rejoin(old.target, conninfo, old.name, timeout=timeout)
+    return {"upstream": str(candidate.endpoint), "slot": old.name}
 
 
 @task(name="switchover-catch-up", cache_policy=NO_CACHE)
 def catch_up(kind: str, node: FailoverNode, until: Position, timeout: float) -> dict[str, Any]:
-    """Wait until the candidate has applied everything the old primary wrote."""
+    """Wait until the candidate has applied everything the old primary wrote (PostgreSQL: and
+    its receiver has stopped, so the old primary's shutdown checkpoint has arrived)."""
     state = ops_for(kind).wait_applied(node.target, timeout=timeout, until=until)
+    if kind == "postgres":
+        state = POSTGRES.wait_disconnected(node.target, timeout=timeout)
     return {"applied": state.applied.text, "until": until.text}
 
 
@@ -350,13 +353,23 @@ def _run_ssh(node: FailoverNode, commands: list[str], timeout: float) -> None:
 
 @task(name="switchover-demote", cache_policy=NO_CACHE)
 def demote(
-    kind: str, old: FailoverNode, new: FailoverNode, cluster_block: str, timeout: float
+    kind: str,
+    old: FailoverNode,
+    new: FailoverNode,
+    cluster_block: str,
+    others: list[str],
+    timeout: float,
 ) -> dict[str, Any]:
-    """Turn the old primary into a replica of the new one and wait until it streams."""
+    """Turn the old primary into a replica of the new one and wait until it streams.
+    PostgreSQL: its slot on the new primary first, then restarted as a standby over SSH, then
+    the slots it kept for its former standbys (``others``) dropped (they would hold WAL)."""
     if kind == "postgres":
         assert old.data_directory and old.service
+        POSTGRES.ensure_slot(new.target, old.name, timeout=timeout)
         commands = POSTGRES.rejoin_commands(old.data_directory, old.service, old.systemctl)
         _run_ssh(old, commands, timeout)
+        POSTGRES.wait_streaming(old.target, new.endpoint, timeout=timeout)
+        POSTGRES.drop_slots(old.target, others, timeout=timeout)
     elif kind == "mysql":
         config = load_block(FailoverCluster, cluster_block)
         if not config.replication_user or not config.replication_password:

@@ -276,6 +276,7 @@ def measure_loss(
 
 def runbook(
     mode: Mode,
+    kind: Kind,
     old: NodeView | None,
     candidate: FailoverNode,
     repoint: Sequence[FailoverNode],
@@ -286,8 +287,18 @@ def runbook(
     prepare_ttl: int,
     resumed: bool = False,
 ) -> tuple[PlannedStep, ...]:
-    """The steps in the order the flow runs them, each with its exact action."""
+    """The steps in the order the flow runs them, each with its exact action.
+
+    Traffic moves to the new primary right after its promotion; repointing the other replicas,
+    DNS and (switchover) the old primary's rejoin follow. A switchover lowers the TTLs before it
+    stops writes, so the write gap holds only fence, catch-up, promotion and the LB switch; a
+    failover lowers them after fencing, as the first signed DNS update: a refused key is then
+    found while everything can still be rolled back."""
     steps: list[PlannedStep] = []
+    names = ", ".join(r.name for r in dns)
+    prepare = PlannedStep("dns-prepare", names, f"lower the TTL of {names} to {prepare_ttl} s")
+    if dns and mode == "switchover":
+        steps.append(prepare)
     old_node = old.node if old else None
     if old_node is not None:
         name = old_node.name
@@ -298,15 +309,18 @@ def runbook(
         if load_balancer and old_node.lb_server:
             server = str(old_node.lb_server)
             steps.append(PlannedStep("lb-fence", server, f"{load_balancer}: {server} -> maint"))
-        if stop_service and old_node.service and old_node.ssh_host:
+        if mode == "switchover" and kind == "postgres":
+            steps.append(
+                PlannedStep("prepare-rejoin", name, f"{name} will follow {candidate.endpoint}")
+            )
+        if (stop_service or (mode == "switchover" and kind == "postgres")) and (
+            old_node.service and old_node.ssh_host
+        ):
             steps.append(
                 PlannedStep("stop-service", name, f"stop {old_node.service} on {name} over SSH")
             )
-    names = ", ".join(r.name for r in dns)
-    if dns:
-        steps.append(
-            PlannedStep("dns-prepare", names, f"lower the TTL of {names} to {prepare_ttl} s")
-        )
+    if dns and mode == "failover":
+        steps.append(prepare)
     new = candidate.name
     if mode == "switchover":
         steps.append(
@@ -316,19 +330,11 @@ def runbook(
         steps.append(PlannedStep("promoted", new, f"{new} was promoted by the previous run"))
     else:
         steps.append(PlannedStep("promote", new, f"promote {new} ({candidate.endpoint})"))
-    for node in repoint:
-        steps.append(PlannedStep("repoint", node.name, f"{node.name} follows {candidate.endpoint}"))
-    if mode == "switchover" and old_node is not None:
-        steps.append(
-            PlannedStep(
-                "demote",
-                old_node.name,
-                f"{old_node.name} becomes a replica of {candidate.endpoint}",
-            )
-        )
     if load_balancer and candidate.lb_server:
         server = str(candidate.lb_server)
         steps.append(PlannedStep("lb-switch", server, f"{load_balancer}: {server} -> ready"))
+    for node in repoint:
+        steps.append(PlannedStep("repoint", node.name, f"{node.name} follows {candidate.endpoint}"))
     if dns:
         changes = "; ".join(
             f"{r.name} {r.rtype} {', '.join(r.current) or 'nothing'} -> {candidate.address} "
@@ -338,6 +344,14 @@ def runbook(
         steps.append(
             PlannedStep(
                 "dns-switch", names, f"{changes}, verified on every authoritative nameserver"
+            )
+        )
+    if mode == "switchover" and old_node is not None:
+        steps.append(
+            PlannedStep(
+                "demote",
+                old_node.name,
+                f"{old_node.name} becomes a replica of {candidate.endpoint}",
             )
         )
     steps.append(
@@ -386,6 +400,7 @@ def make_plan(
     repoint = tuple(v.node for v in views if v is not candidate and v is not old and v.reachable)
     steps = runbook(
         mode,
+        kind,
         old,
         candidate.node,
         repoint,
@@ -444,6 +459,7 @@ def _resume_plan(
     )
     steps = runbook(
         mode,
+        kind,
         old,
         new.node,
         repoint,

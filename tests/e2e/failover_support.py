@@ -256,3 +256,47 @@ class Writer:
         """The longest time between two acknowledged writes (seconds)."""
         times = [t for _, t in self.acked]
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+def markers(kind: str, target: Any, prefix: str) -> set[str]:
+    """Every marker starting with ``prefix`` the node holds (one query)."""
+    if kind == "postgres":
+        with psycopg.connect(
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            dbname=target.dbname,
+            connect_timeout=5,
+        ) as conn:
+            rows = conn.execute(
+                "SELECT note FROM failover_probe WHERE note LIKE %s", (prefix + "%",)
+            ).fetchall()
+            return {str(r[0]) for r in rows}
+    if kind == "mysql":
+        conn = pymysql.connect(
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            password=target.password,
+            database="siprec",
+            connect_timeout=5,
+        )
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT note FROM failover_probe WHERE note LIKE %s", (prefix + "%",))
+            return {str(r[0]) for r in cur.fetchall()}
+    client = redis.Redis(host=target.host, port=target.port, password=target.password)
+    with client:
+        return {k.decode()[len("probe:") :] for k in client.scan_iter(f"probe:{prefix}*")}
+
+
+def dns_ttls(lab: LabState, record: str) -> dict[str, set[int]]:
+    """The A record's TTL on BIND's primary and secondary."""
+    ttls = {}
+    for role in ("primary", "secondary"):
+        server = lab.bind(role)
+        name = f"{record}.{server.zone.rstrip('.')}."
+        reply = dns.query.udp(
+            dns.message.make_query(name, "A"), server.host, port=server.port, timeout=3
+        )
+        ttls[role] = {rrset.ttl for rrset in reply.answer if rrset.rdtype == dns.rdatatype.A}
+    return ttls

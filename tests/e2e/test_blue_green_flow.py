@@ -27,8 +27,9 @@ from prefect.concurrency.sync import concurrency
 from blocks.blue_green import BlueGreenCutover
 from blocks.load_balancers import HAProxyLoadBalancer
 from deployments.lab_blocks import LEVERS, save_lever_blocks
+from flows._journal import read_journal
 from flows.blue_green import CutoverRequest, blue_green, lock_name
-from flows.failover import ensure_limit, read_journal
+from flows.failover import ensure_limit
 from siprec_backup.dns import Change
 from siprec_backup.errors import FailoverLockedError, SafetyRefusalError
 from siprec_backup.failover.health import HealthCheckFailedError

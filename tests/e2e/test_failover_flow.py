@@ -32,7 +32,8 @@ from blocks.failover import FailoverCluster
 from blocks.load_balancers import HAProxyLoadBalancer
 from blocks.replication import ReplicationCluster
 from deployments.lab_blocks import LEVERS
-from flows.failover import FailoverRequest, failover, read_journal
+from flows._journal import read_journal
+from flows.failover import FailoverRequest, failover
 from siprec_backup.errors import (
     DnsUpdateRefusedError,
     FailoverLockedError,
@@ -127,8 +128,8 @@ def test_failover_after_the_primary_is_killed(cluster: RunningCluster) -> None:
         ("lb-fence", "done"),
         ("dns-prepare", "done"),
         ("promote", "done"),
-        ("repoint", "done"),
         ("lb-switch", "done"),
+        ("repoint", "done"),
         ("dns-switch", "done"),
     ]
     assert audit["plan"]["loss"]["unit"] in ("bytes", "transactions")
@@ -343,7 +344,7 @@ def test_a_second_failover_of_the_cluster_is_refused(pg: RunningCluster) -> None
         assert flaky.tripped.wait(60), "the first failover never reached the load balancer"
         with pytest.raises(FailoverLockedError, match="already running") as refused:
             failover(request(pg))
-        assert "last completed step: repoint" in str(refused.value)
+        assert "last completed step: promote" in str(refused.value)
     finally:
         flaky.close()
         first.join(120)
@@ -371,6 +372,10 @@ def test_a_run_killed_half_way_is_reported_by_the_next_one(
     )
     try:
         assert flaky.tripped.wait(90), "the run never reached the load balancer switch"
+        deadline = time.monotonic() + 15  # the journal is written in the background
+        while (read_journal(pg.name) or {}).get("last_step") != "promote":
+            assert time.monotonic() < deadline, read_journal(pg.name)
+            time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -379,7 +384,7 @@ def test_a_run_killed_half_way_is_reported_by_the_next_one(
             os.killpg(proc.pid, signal.SIGKILL)
     journal = read_journal(pg.name)
     assert journal is not None
-    assert journal["outcome"] == "running" and journal["last_step"] == "repoint"
+    assert journal["outcome"] == "running" and journal["last_step"] == "promote"
     _use_runtime(pg, pg.haproxy.runtime)
     # While the dead run's lock lease lasts, the next run is refused, naming where it stopped;
     # once it has expired, the next run reports the half-done failover from the journal.
@@ -388,7 +393,7 @@ def test_a_run_killed_half_way_is_reported_by_the_next_one(
         try:
             failover(request(pg))
         except FailoverLockedError as exc:
-            assert "last completed step: repoint" in str(exc)
+            assert "last completed step: promote" in str(exc)
             assert time.monotonic() < deadline, "the dead run's lock never expired"
             time.sleep(5)
             continue

@@ -73,7 +73,7 @@ def test_most_advanced_replica_is_chosen_and_loss_is_a_lower_bound_when_primary_
     assert [n.name for n in p.repoint] == ["n2"]
     assert p.loss.amount == 0 and not p.loss.exact
     keys = [s.key for s in p.steps]
-    assert keys == ["unfenced", "lb-fence", "promote", "repoint", "lb-switch", "record"]
+    assert keys == ["unfenced", "lb-fence", "promote", "lb-switch", "repoint", "record"]
     assert "not fenced" in p.steps[0].action
 
 
@@ -127,20 +127,21 @@ def test_switchover_needs_a_live_primary_and_plans_catch_up_and_demote() -> None
     )
     keys = [s.key for s in p.steps]
     assert keys == [
+        "dns-prepare",
         "fence",
         "lb-fence",
-        "dns-prepare",
+        "prepare-rejoin",
         "catch-up",
         "promote",
-        "repoint",
-        "demote",
         "lb-switch",
+        "repoint",
         "dns-switch",
+        "demote",
         "record",
     ]
     assert not p.loss_exceeds_gate
-    assert "db A 10.0.0.1 -> 10.0.0.2" in p.steps[-2].action
-    assert [(s.key, s.target) for s in p.steps][:2] == [("fence", "n1"), ("lb-fence", "pg/n1")]
+    assert "db A 10.0.0.1 -> 10.0.0.2" in p.steps[-3].action
+    assert [(s.key, s.target) for s in p.steps][1:3] == [("fence", "n1"), ("lb-fence", "pg/n1")]
 
 
 def test_audit_journal_and_report() -> None:
