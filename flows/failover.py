@@ -437,10 +437,10 @@ def execute(loaded: LoadedCluster, plan: FailoverPlan, audit: FailoverAudit) -> 
             )
         # Marked before promoting: a promotion that fails half-way is not undone either.
         txn.set(PROMOTED, new.name)
+        audit.promoted = new.name
         if not plan.resumed:
             result = run_step(audit, "promote", new.name, lambda: promote(kind, new, timeout))
             get_run_logger().info("promoted %s at %s", new.name, result.get("position"))
-        audit.promoted = new.name
         if lb and new.lb_server:
             server = new.lb_server
             run_step(audit, "lb-switch", str(server), lambda: lb_set(lb, server, READY))

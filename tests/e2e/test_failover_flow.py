@@ -335,6 +335,14 @@ def test_lagging_candidate_waits_for_an_operator(pg: RunningCluster, approve: bo
         write(pg.kind, pg.target("n1"), "n1-still-primary")
 
 
+def _wait_journal(run: RunningCluster, step: str) -> None:
+    """Until the journal (written in the background) shows ``step`` done."""
+    deadline = time.monotonic() + 15
+    while (read_journal(run.name) or {}).get("last_step") != step:
+        assert time.monotonic() < deadline, read_journal(run.name)
+        time.sleep(0.1)
+
+
 def test_a_second_failover_of_the_cluster_is_refused(pg: RunningCluster) -> None:
     flaky = _FlakyRuntime(pg.haproxy.runtime, "n2", hang=True)
     _use_runtime(pg, flaky.address, timeout=20)
@@ -342,6 +350,7 @@ def test_a_second_failover_of_the_cluster_is_refused(pg: RunningCluster) -> None
     first, outcome = _paused_failover(pg)
     try:
         assert flaky.tripped.wait(60), "the first failover never reached the load balancer"
+        _wait_journal(pg, "promote")
         with pytest.raises(FailoverLockedError, match="already running") as refused:
             failover(request(pg))
         assert "last completed step: promote" in str(refused.value)
@@ -372,10 +381,7 @@ def test_a_run_killed_half_way_is_reported_by_the_next_one(
     )
     try:
         assert flaky.tripped.wait(90), "the run never reached the load balancer switch"
-        deadline = time.monotonic() + 15  # the journal is written in the background
-        while (read_journal(pg.name) or {}).get("last_step") != "promote":
-            assert time.monotonic() < deadline, read_journal(pg.name)
-            time.sleep(0.1)
+        _wait_journal(pg, "promote")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:

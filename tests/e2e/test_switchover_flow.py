@@ -69,8 +69,9 @@ def test_planned_switchover_loses_nothing(cluster: RunningCluster) -> None:
     audit = audit_of(cluster, "switchover")
     assert audit["outcome"] == "completed"
     keys = [key for key, status in steps(audit) if status == "done"]
-    assert keys[0] == "fence" and "catch-up" in keys and "demote" in keys
-    assert keys.index("catch-up") < keys.index("promote") < keys.index("demote")
+    assert keys[:3] == ["dns-prepare", "fence", "lb-fence"], keys
+    assert keys.index("catch-up") < keys.index("promote") < keys.index("lb-switch")
+    assert keys[-1] == "demote", keys
     catch_up = next(s for s in audit["steps"] if s["key"] == "catch-up")
     assert catch_up["inputs"]["until"]
 
