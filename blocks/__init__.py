@@ -2,8 +2,10 @@
 
 from blocks.alerting import AlertWebhook, PagerDutyEvents, SmtpEmail, load_channels
 from blocks.azure_storage import AzureBlobStorage
+from blocks.blue_green import BlueGreenCutover
 from blocks.dns import BindDnsZone
 from blocks.encryption_key import EncryptionKey
+from blocks.failover import FailoverCluster
 from blocks.gcs_storage import GCSStorage
 from blocks.load_balancers import (
     HAProxyLoadBalancer,
@@ -25,7 +27,9 @@ __all__ = [
     "AlertWebhook",
     "AzureBlobStorage",
     "BindDnsZone",
+    "BlueGreenCutover",
     "EncryptionKey",
+    "FailoverCluster",
     "GCSStorage",
     "HAProxyLoadBalancer",
     "LocalStorage",

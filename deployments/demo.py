@@ -6,7 +6,10 @@ run by the lab's worker into the local store and into each emulated cloud store 
 Azure) -> the backup set restored from S3 by the restore deployment into scratch targets ->
 every count compared and printed -> the same set proved by the verify-restore deployment
 (throwaway servers, every check, the recovery time), its report in the Prefect UI -> one pass of
-the monitor-replication deployment: the replication status table of the lab platform.
+the monitor-replication deployment: the replication status table of the lab platform -> a
+failover drill: a three-node PostgreSQL cluster behind HAProxy with a DNS record, its primary
+killed, the failover deployment run through the API as the UI's "Custom run" does, its report
+printed (and kept in the UI).
 """
 
 from __future__ import annotations
@@ -22,18 +25,31 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from deployments.lab_blocks import PLATFORM, RESTORE_DATABASES, LabBlocks, save_lab_blocks
+from deployments.lab_blocks import (
+    LEVERS,
+    PLATFORM,
+    RESTORE_DATABASES,
+    LabBlocks,
+    save_lab_blocks,
+    save_lever_blocks,
+)
+from deployments.lab_failover import save_failover_blocks
+from flows.failover import artifact_key as failover_key
 from flows.monitor_replication import artifact_key
 from siprec_backup.backup_set import BackupSet, find_backup_set
 from siprec_backup.catalog import read_manifest
 from siprec_backup.errors import SiprecBackupError
 from siprec_backup.lab import Lab, LabState, seed_platform
+from siprec_backup.lab.cluster_haproxy import ClusterHAProxy
+from siprec_backup.lab.cluster_postgres import PostgresLabCluster
 from siprec_backup.manifest import Manifest
 from siprec_backup.verify.report import read_report
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT_FILE = "deployments/prefect.yaml"
 RUN_TIMEOUT = 1800
+#: The failover cluster block of the drill (the failover deployments' default).
+FAILOVER_CLUSTER = "siprec-lab-failover-pg"
 
 
 def _cli() -> str:
@@ -128,6 +144,36 @@ def _print_replication_status() -> None:
         )
 
 
+def failover_drill(state: LabState) -> FlowRun:
+    """Kill the primary of a fresh three-node PostgreSQL cluster and fail over through the
+    ``failover/on-demand`` deployment; the cluster is stopped afterwards (the report stays)."""
+    save_lever_blocks(state)
+    root = state.root / "failover-drill"
+    cluster = PostgresLabCluster(root / "cluster")
+    haproxy = ClusterHAProxy(root / "haproxy")
+    try:
+        cluster.start()
+        haproxy.add_backend(FAILOVER_CLUSTER, cluster.nodes)
+        haproxy.start()
+        save_failover_blocks(
+            cluster,
+            FAILOVER_CLUSTER,
+            haproxy_runtime=haproxy.runtime,
+            dns_block=LEVERS["dns"],
+            dns=state.bind("primary").client(),
+        )
+        print(f"    {FAILOVER_CLUSTER}: primary n1 killed; running failover/on-demand...")
+        cluster.kill("n1")
+        request = {"cluster": FAILOVER_CLUSTER, "reason": "demo: primary killed", "dry_run": False}
+        run = _run("failover/on-demand", {"request": request})
+        data = getattr(Artifact.get(failover_key("failover", FAILOVER_CLUSTER)), "data", "")
+        print(str(data).split("\n```json\n", 1)[0])
+        return run
+    finally:
+        haproxy.stop()
+        cluster.stop()
+
+
 def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:
     print("1/7 starting the lab (PostgreSQL, MariaDB, Redis, S3/GCS/Azure emulators, Prefect)...")
     state = Lab(lab_dir).up()
@@ -173,9 +219,11 @@ def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:
             print(f"{row['part']:<18} {row['restore_s']:>9} {row['mb_per_s']:>7}  {row['result']}")
         print("\nchecking replication once (monitor-replication/every-minute deployment)...")
         _print_replication_status()
+        print("\nfailover drill (failover/on-demand deployment, as the UI's Custom run)...")
+        failover_drill(state)
     print(
         f"Prefect UI: {state.prefect_ui_url}  (runs, logs, the verification report and "
-        "replication status artifacts)"
+        "replication status artifacts, the failover report)"
     )
     print(
         f"Break-glass restore of the whole set, no Prefect needed: {_cli()} restore "

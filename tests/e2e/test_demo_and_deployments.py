@@ -15,8 +15,9 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.schedules import CronSchedule
 
-from deployments.demo import run_demo
+from deployments.demo import FAILOVER_CLUSTER, run_demo
 from deployments.lab_blocks import PLATFORM, REPLICATION
+from flows.failover import artifact_key as failover_key
 from flows.monitor_replication import artifact_key
 from tests.e2e.conftest import Platform
 
@@ -66,3 +67,11 @@ def test_demo_end_to_end(platform: Platform, capsys: pytest.CaptureFixture[str])
     }
     for row in rows:
         assert f"{row['cluster']:<20} {row['node']:<10} {row['role']:<10} " in out
+
+    # The failover drill: run through the deployment (as the UI's Custom run), report printed
+    # and kept as an artifact.
+    _, failovers = anyio.run(_deployment_runs, "failover/on-demand")
+    assert any(run.state is not None and run.state.is_completed() for run in failovers)
+    assert f"# Failover of `{FAILOVER_CLUSTER}`: completed" in out
+    report = Artifact.get(failover_key("failover", FAILOVER_CLUSTER))
+    assert report is not None and "| promote |" in str(report.data)

@@ -12,8 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from prefect.blocks.core import Block
-from prefect.testing.standard_test_suites.blocks import BlockStandardTestSuite
 from pydantic import ValidationError
 
 from blocks.blue_green import BlueGreenCutover
@@ -177,15 +175,6 @@ def test_bad_settings() -> None:
 
 
 # -- the blue-green block ---------------------------------------------------------------------
-
-
-class TestBlueGreenBlockFollowsTheStandard(BlockStandardTestSuite):
-    @pytest.fixture
-    def block(self) -> type[Block]:
-        return BlueGreenCutover
-
-    def test_has_a_valid_image(self, block: type[Block]) -> None:
-        assert block._block_type_slug == "siprec-backup-blue-green"
 
 
 CHECKS: dict[str, Any] = {
