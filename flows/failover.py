@@ -296,14 +296,18 @@ def plan_for(
     request: FailoverRequest,
     mode: Mode,
     journal: dict[str, Any] | None = None,
+    *,
+    in_flow: bool = True,
 ) -> FailoverPlan:
     """Read every node (and the DNS records) and make the plan; with the ``journal`` of an
-    acknowledged half-done run that promoted a node, the plan finishes that run instead."""
+    acknowledged half-done run that promoted a node, the plan finishes that run instead.
+    ``in_flow=False`` (the CLI's dry run) reads the nodes without a Prefect task run."""
     resume = None
     if journal and journal.get("outcome") in HALF_DONE and journal.get("promoted"):
         resume = (str(journal["promoted"]), journal.get("old_primary"))
     config = loaded.config
-    views = inspect_nodes(loaded.kind, loaded.nodes, config.step_timeout_seconds)
+    inspect = inspect_nodes if in_flow else inspect_nodes.fn
+    views = inspect(loaded.kind, loaded.nodes, config.step_timeout_seconds)
     dns: list[DnsRecord] = []
     if config.dns_zone and config.dns_records:
         address = loaded.nodes[0].address
@@ -322,6 +326,24 @@ def plan_for(
         prepare_ttl=config.prepare_ttl,
         resume=resume,
     )
+
+
+def dry_run(
+    loaded: LoadedCluster, request: FailoverRequest, mode: Mode, *, in_flow: bool = True
+) -> tuple[FailoverPlan, str]:
+    """The plan and its report, with a warning when the previous run stopped half-way."""
+    journal = read_journal(loaded.name)
+    resume = journal if request.acknowledge_incomplete else None
+    plan = plan_for(loaded, request, mode, resume, in_flow=in_flow)
+    markdown = plan.to_markdown()
+    if journal and journal.get("outcome") in HALF_DONE:
+        markdown += (
+            f"\n**Warning:** the previous {journal.get('mode')} ({journal.get('actor')}) "
+            f"did not finish: last step {journal.get('last_step')}, promoted "
+            f"{journal.get('promoted') or 'nothing'}. A run needs acknowledge_incomplete "
+            "(with it, this plan finishes that run).\n"
+        )
+    return plan, markdown
 
 
 def _check_rejoin(loaded: LoadedCluster, plan: FailoverPlan) -> None:
@@ -485,17 +507,7 @@ def run_runbook(request: FailoverRequest, mode: Mode) -> dict[str, Any]:
     audit = FailoverAudit(loaded.name, mode, who, request.reason, run_id=run_id)
     channels = load_channels(loaded.config.notify)
     if request.dry_run:
-        journal = read_journal(loaded.name)
-        half_done = bool(journal and journal.get("outcome") in HALF_DONE)
-        plan = plan_for(loaded, request, mode, journal if request.acknowledge_incomplete else None)
-        markdown = plan.to_markdown()
-        if journal and half_done:
-            markdown += (
-                f"\n**Warning:** the previous {journal.get('mode')} ({journal.get('actor')}) "
-                f"did not finish: last step {journal.get('last_step')}, promoted "
-                f"{journal.get('promoted') or 'nothing'}. A run needs acknowledge_incomplete "
-                "(with it, this plan finishes that run).\n"
-            )
+        plan, markdown = dry_run(loaded, request, mode)
         create_markdown_artifact(
             key=f"{mode}-plan-{slug(loaded.name)}",
             markdown=markdown,

@@ -33,8 +33,7 @@ Acknowledge = Annotated[
 
 def _run(mode: str, request: dict[str, Any], dry_run: bool, timeout: float) -> None:
     if dry_run:
-        result = _dry_run(mode, request)
-        typer.echo(result["markdown"], nl=False)
+        typer.echo(_dry_run(mode, request), nl=False)
         return
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
@@ -53,15 +52,15 @@ def _run(mode: str, request: dict[str, Any], dry_run: bool, timeout: float) -> N
         raise FailoverError(f"{mode} of {request['cluster']} did not complete: {message}")
 
 
-def _dry_run(mode: str, request: dict[str, Any]) -> dict[str, Any]:
-    if mode == "failover":
-        from flows.failover import FailoverRequest, failover
+def _dry_run(mode: str, request: dict[str, Any]) -> str:
+    """The plan, read here without a flow run (so no run log lands on the terminal)."""
+    from blocks.failover import load_failover_cluster
+    from flows.failover import FailoverRequest, dry_run
 
-        return failover(FailoverRequest(**request))
-    from flows.switchover import SwitchoverRequest, switchover
-
-    request.pop("max_data_loss", None)
-    return switchover(SwitchoverRequest(**request))
+    request.pop("dry_run", None)
+    loaded = load_failover_cluster(request["cluster"])
+    _, markdown = dry_run(loaded, FailoverRequest(**request), mode, in_flow=False)  # type: ignore[arg-type]
+    return markdown
 
 
 def _report(mode: str, block: str) -> str | None:

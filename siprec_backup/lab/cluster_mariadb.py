@@ -26,7 +26,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -38,7 +37,7 @@ import pymysql.cursors
 
 from siprec_backup.errors import LabError
 from siprec_backup.lab import _process
-from siprec_backup.lab.clusters import ADDRESS_PREFIX, NODE_NAMES, ClusterNode
+from siprec_backup.lab.clusters import ADDRESS_PREFIX, NODE_NAMES, ClusterNode, free_port
 from siprec_backup.lab.mariadb import SERVER_ACCOUNT, find_server
 from siprec_backup.sources.mysql import MySQLTarget
 
@@ -182,16 +181,6 @@ def template() -> Path:
         if _template_dir is None or not (_template_dir / "mysql").is_dir():
             _template_dir = _build_template()
         return _template_dir
-
-
-def free_port(host: str) -> int:
-    """A TCP port free on ``host`` right now (not one of the ports developers' servers use)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-        if port not in _process.RESERVED_PORTS:
-            return port
 
 
 def _password() -> str:

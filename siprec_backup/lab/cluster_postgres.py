@@ -23,7 +23,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -37,7 +36,7 @@ from psycopg.conninfo import make_conninfo
 
 from siprec_backup.errors import LabError
 from siprec_backup.lab import _process
-from siprec_backup.lab.clusters import ADDRESS_PREFIX, NODE_NAMES, ClusterNode
+from siprec_backup.lab.clusters import ADDRESS_PREFIX, NODE_NAMES, ClusterNode, free_port
 from siprec_backup.lab.postgres import _check_reachable, find_bin_dir, server_user
 from siprec_backup.sources.postgres import PostgresTarget
 
@@ -200,17 +199,6 @@ def _admin(host: str, port: int, dbname: str = "postgres") -> psycopg.Connection
     )
 
 
-def _free_port(host: str) -> int:
-    """A port nobody listens on at ``host`` (not one of the lab's reserved ports)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-        if port not in _process.RESERVED_PORTS:
-            return port
-    raise LabError(f"no free port on {host}")
-
-
 def _primary_conninfo(host: str, port: int, application_name: str, password: str) -> str:
     return make_conninfo(
         host=host,
@@ -300,7 +288,7 @@ def _build_template(bin_dir: Path) -> _Template:
     _make_dir(directory)
     atexit.register(shutil.rmtree, directory, True)
     password = secrets.token_urlsafe(18)
-    host, port = f"{ADDRESS_PREFIX['postgres']}.1", _free_port(f"{ADDRESS_PREFIX['postgres']}.1")
+    host, port = f"{ADDRESS_PREFIX['postgres']}.1", free_port(f"{ADDRESS_PREFIX['postgres']}.1")
     log = directory / "template.log"
     for name in NODE_NAMES:
         _make_dir(directory / name)
@@ -418,7 +406,7 @@ class PostgresLabCluster:
         try:
             for index, name in enumerate(NODE_NAMES, start=1):
                 host = f"{ADDRESS_PREFIX['postgres']}.{index}"
-                port = _free_port(host)
+                port = free_port(host)
                 self.nodes.append(
                     ClusterNode(name, host, port, f"siprec-lab-pg-{name}-{port}.service")
                 )

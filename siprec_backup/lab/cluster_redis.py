@@ -33,7 +33,7 @@ from redis.retry import Retry
 
 from siprec_backup.errors import LabError
 from siprec_backup.lab import _process
-from siprec_backup.lab.clusters import ADDRESS_PREFIX, NODE_NAMES, ClusterNode
+from siprec_backup.lab.clusters import ADDRESS_PREFIX, NODE_NAMES, ClusterNode, free_port
 from siprec_backup.lab.redis import find_redis_server
 from siprec_backup.sources.redis import RedisTarget
 
@@ -107,17 +107,6 @@ def _write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-def _free_port(host: str) -> int:
-    """A TCP port free on ``host`` right now (not one of the lab's reserved ports)."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-        if port not in _process.RESERVED_PORTS:
-            return port
-    raise LabError(f"no free port on {host}")
-
-
 def _port_is_free(host: str, port: int) -> bool:
     """Whether ``host:port`` can be bound right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -159,7 +148,7 @@ class RedisLabCluster:
         prefix = ADDRESS_PREFIX[KIND]
         for k, name in enumerate(NODE_NAMES, start=1):
             host = f"{prefix}.{k}"
-            port = _free_port(host)
+            port = free_port(host)
             unit = f"siprec-lab-redis-{name}-{port}.service"
             self.nodes.append(ClusterNode(name=name, host=host, port=port, unit=unit))
         try:

@@ -12,12 +12,27 @@ failover's optional "stop the old primary's service over SSH" runs for real.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from siprec_backup.errors import LabError
+from siprec_backup.lab import _process
 
 #: The loopback network of each kind's nodes: node ``nK`` listens on ``<prefix>.K``.
 ADDRESS_PREFIX = {"postgres": "127.0.10", "mysql": "127.0.11", "redis": "127.0.12"}
 NODE_NAMES = ("n1", "n2", "n3")
+
+
+def free_port(host: str) -> int:
+    """A TCP port free on ``host`` right now (not one of the lab's reserved ports)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _process.RESERVED_PORTS:
+            return port
+    raise LabError(f"no free port on {host}")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -411,3 +412,34 @@ def test_a_run_killed_half_way_is_reported_by_the_next_one(
     result = failover(request(pg, acknowledge_incomplete=True))
     assert result["outcome"] == "completed" and result["promoted"] == "n2"
     assert served_by(pg) == "n2"
+
+
+def test_cli_dry_run_prints_the_plan_and_bad_input_is_one_line(lab: LabState) -> None:
+    cli = [str(Path(sys.executable).with_name("siprec-backup"))]
+    env = {**os.environ, "PREFECT_API_URL": lab.prefect_api_url}
+    with running_cluster(lab, "redis") as run:
+        run.cluster.kill("n1")
+        done = subprocess.run(
+            [*cli, "failover", run.name, "--reason", "drill", "--dry-run"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"# Failover plan for cluster `{run.name}` (redis)" in done.stdout
+        assert "n1 does not answer: not fenced" in done.stdout
+        assert "promote n" in done.stdout and "-> ready" in done.stdout
+        # Nothing changed: n2 and n3 are still replicas.
+        for node in ("n2", "n3"):
+            assert ops_for("redis").inspect(run.target(node), timeout=5).role == "replica"
+        password = run.target("n1").password
+        assert password not in done.stdout + done.stderr
+    for args, message in (
+        (["failover", "no-such-cluster", "--reason", "drill"], "no SIPREC Backup Failover Cluster"),
+        (["failover", "x", "--reason", "drill", "--max-data-loss", "-1"], "--max-data-loss"),
+    ):
+        bad = subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 1, bad
+        lines = bad.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], bad.stderr
