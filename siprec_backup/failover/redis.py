@@ -28,11 +28,10 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from siprec_backup.errors import FailoverError, SafetyRefusalError
 from siprec_backup.failover.databases import Endpoint, Kind, NodeState, Position
+from siprec_backup.replication.redis import unretried_client
 from siprec_backup.sources.redis import RedisTarget
 
 #: ``min-replicas-to-write`` of a fenced primary (INT_MAX: no primary has that many replicas).
@@ -51,25 +50,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def _client(target: RedisTarget, timeout: float) -> redis.Redis:
-    """A client without redis-py's retries (they would stretch a failure past the timeout)."""
-    return redis.Redis(
-        host=target.host,
-        port=target.port,
-        username=target.username,
-        password=target.password,
-        ssl=target.tls,
-        socket_connect_timeout=max(timeout, 0.1),
-        socket_timeout=max(timeout, 0.1),
-        retry=Retry(NoBackoff(), 0),
-    )
-
-
 @contextmanager
 def _session(target: RedisTarget, timeout: float, what: str) -> Iterator[redis.Redis]:
     """A connection to ``target``; every redis error becomes a FailoverError naming the node
     and ``what`` was being done (redis-py's messages carry no password)."""
-    client = _client(target, timeout)
+    client = unretried_client(target, timeout)
     try:
         yield client
     except redis.AuthenticationError as exc:

@@ -21,7 +21,7 @@ from siprec_backup.replication.health import Observation
 from siprec_backup.sources.redis import RedisTarget
 
 
-def _client(target: RedisTarget, timeout: float) -> redis.Redis:
+def unretried_client(target: RedisTarget, timeout: float) -> redis.Redis:
     """A client without redis-py's retries (they would stretch a refusal past the timeout)."""
     return redis.Redis(
         host=target.host,
@@ -29,8 +29,8 @@ def _client(target: RedisTarget, timeout: float) -> redis.Redis:
         username=target.username,
         password=target.password,
         ssl=target.tls,
-        socket_connect_timeout=timeout,
-        socket_timeout=timeout,
+        socket_connect_timeout=max(timeout, 0.1),
+        socket_timeout=max(timeout, 0.1),
         retry=Retry(NoBackoff(), 0),
     )
 
@@ -38,7 +38,7 @@ def _client(target: RedisTarget, timeout: float) -> redis.Redis:
 def observe(target: RedisTarget, *, timeout: float) -> Observation:
     """Connect (within ``timeout``), read INFO replication, and describe it. Raises
     SourceUnavailableError (refused, timeout) or SourceError (authentication, other errors)."""
-    client = _client(target, timeout)
+    client = unretried_client(target, timeout)
     try:
         info = cast(dict[str, Any], client.info("replication"))
     except redis.AuthenticationError as exc:

@@ -11,6 +11,8 @@ from typing import Any
 import anyio
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
 from deployments.lab_blocks import KEY_ID, LabBlocks, save_lab_blocks
@@ -77,3 +79,21 @@ def wait_for_events(name: str, resource_id: str, timeout: float = 30) -> list[An
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.5)
+
+
+async def _latest_artifact(key: str) -> Any:
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert found, f"no artifact {key}"
+    return found[0]
+
+
+def artifact(key: str) -> Any:
+    """The newest artifact with ``key`` on the lab's Prefect server (after sending what is
+    queued)."""
+    drain_prefect()
+    return anyio.run(_latest_artifact, key)

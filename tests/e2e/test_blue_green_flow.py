@@ -16,12 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.client.schemas.sorting import ArtifactSort
 from prefect.concurrency.sync import concurrency
 
 from blocks.blue_green import BlueGreenCutover
@@ -37,8 +33,8 @@ from siprec_backup.lab import LabState
 from siprec_backup.lab.cluster_haproxy import ClusterHAProxy
 from siprec_backup.lab.clusters import ClusterNode
 from siprec_backup.traffic import HAProxy
-from tests.conftest import drain_prefect, run_cli
-from tests.e2e.conftest import wait_for_events
+from tests.conftest import run_cli
+from tests.e2e.conftest import artifact, wait_for_events
 
 BLUE, GREEN = "127.0.20.1", "127.0.20.2"
 TTL = 120
@@ -186,20 +182,8 @@ def cutover(lab: LabState) -> Iterator[Cutover]:
             dns.apply([Change.delete(record, "A")])
 
 
-async def _artifact(key: str) -> Any:
-    async with get_client() as client:
-        found = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=1,
-        )
-    assert found, f"no artifact {key}"
-    return found[0]
-
-
 def artifact_text(key: str) -> str:
-    drain_prefect()
-    return str(anyio.run(_artifact, key).data)
+    return str(artifact(key).data)
 
 
 def audit_of(run: Cutover) -> dict[str, Any]:

@@ -23,8 +23,6 @@ from typing import Any
 import anyio
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.client.schemas.sorting import ArtifactSort
 from prefect.flow_runs import resume_flow_run
 from pydantic import SecretStr
 
@@ -45,7 +43,7 @@ from siprec_backup.errors import (
 from siprec_backup.failover import ops_for
 from siprec_backup.lab import LabState
 from siprec_backup.traffic import HAProxy
-from tests.conftest import drain_prefect
+from tests.e2e.conftest import artifact
 from tests.e2e.failover_support import (
     KINDS,
     RunningCluster,
@@ -58,21 +56,9 @@ from tests.e2e.failover_support import (
 )
 
 
-async def _artifact(key: str) -> Any:
-    async with get_client() as client:
-        found = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=1,
-        )
-    assert found, f"no artifact {key}"
-    return found[0]
-
-
 def audit_of(run: RunningCluster, mode: str = "failover") -> dict[str, Any]:
     """The audit trail the run published (the JSON block of its artifact)."""
-    drain_prefect()
-    markdown = anyio.run(_artifact, f"{mode}-{run.name}").data
+    markdown = artifact(f"{mode}-{run.name}").data
     return dict(json.loads(markdown.split("```json\n", 1)[1].split("\n```", 1)[0]))
 
 

@@ -8,14 +8,9 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import anyio
 import httpx
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.client.schemas.sorting import ArtifactSort
 
 from deployments.lab_blocks import LEVERS, save_lever_blocks
 from flows.dns_change import DnsChange, dns_change, dns_ttl
@@ -26,30 +21,13 @@ from siprec_backup.errors import CommandFailedError, ConfigurationError
 from siprec_backup.lab import LabState
 from siprec_backup.lab.sshd import FAKE_ACTIVE_UNIT
 from siprec_backup.traffic import UP, UP_TRANSITIONAL, ServerState
-from tests.conftest import drain_prefect
-from tests.e2e.conftest import wait_for_events
+from tests.e2e.conftest import artifact, wait_for_events
 
 
 @pytest.fixture(scope="module")
 def levers(lab: LabState) -> LabState:
     save_lever_blocks(lab)
     return lab
-
-
-async def _artifact(key: str) -> Any:
-    async with get_client() as client:
-        found = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=1,
-        )
-    assert found, f"no artifact {key}"
-    return found[0]
-
-
-def artifact(key: str) -> Any:
-    drain_prefect()
-    return anyio.run(_artifact, key)
 
 
 # -- load balancers --------------------------------------------------------------------------
