@@ -110,7 +110,7 @@ TARGETS = {
     "writable": 5.0,
     "lb": 10.0,
     "dns": 10.0,
-    "rollback": 10.0,
+    "fenced": 10.0,
     "rollback_final": 10.0,
     "lost": 0,
 }
@@ -119,12 +119,15 @@ LABELS = {
     "lb": "failover: trigger -> LB switched",
     "dns": "failover: trigger -> DNS verified (both)",
     "start": "failover: run start latency",
+    "pickup": "  of which: trigger -> worker took it",
+    "spawn": "  of which: flow process start",
     "flow": "failover: flow run (start -> end)",
     "switchover_gap": "switchover: write gap",
     "switchover_writable": "switchover: trigger -> n2 writable",
     "switchover_start": "switchover: run start latency",
     "lost": "switchover: lost writes",
-    "rollback": "rollback: failed step end -> rolled back",
+    "rollback": "rollback: failed step end -> end (audit)",
+    "fenced": "rollback: n1 refuses -> accepts writes again",
     "rollback_final": "rollback: trigger -> final state",
     "sentinel": "sentinel: kill -> replica writable",
 }
@@ -358,6 +361,44 @@ def dns_probe(state: LabState, run: Running, candidates: tuple[str, ...]) -> Cal
     return probe
 
 
+class FencedWindow:
+    """A thread writing on n1 directly every 20 ms: how long n1 refused writes (the fence of a
+    failover that is then rolled back), from the first refusal to the next accepted write."""
+
+    def __init__(self, run: Running) -> None:
+        self.run = run
+        self.refused: float | None = None
+        self.back: float | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + PROBE_DEADLINE
+        target = self.run.app_target("n1")
+        for i in itertools.count():
+            if self.stop.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                write(self.run.kind, target, f"f-{i}")
+                if self.refused is not None:
+                    self.back = time.monotonic()
+                    return
+            except Exception:
+                if self.refused is None:
+                    self.refused = time.monotonic()
+            self.stop.wait(POLL)
+
+    def result(self, grace: float) -> float | None:
+        """Seconds n1 refused writes (None: never refused, or not back in time)."""
+        self.thread.join(grace)
+        self.stop.set()
+        self.thread.join(5)
+        if self.refused is None or self.back is None:
+            return None
+        return round(self.back - self.refused, 3)
+
+
 class Writer:
     """Writes numbered markers through HAProxy's frontend as fast as it can, as the platform's
     application would, keeping which were acknowledged and when."""
@@ -415,6 +456,7 @@ class Triggered:
     wall0: float
     state: str = ""
     message: str = ""
+    pending: float | None = None
     start: float | None = None
     end: float | None = None
 
@@ -439,6 +481,9 @@ def wait_final(client: SyncPrefectClient, triggered: Triggered) -> Triggered:
         time.sleep(0.1)
     triggered.state = str(run.state.name) if run.state else "?"
     triggered.message = (run.state.message or "") if run.state else ""
+    pending = [st for st in client.read_flow_run_states(triggered.run_id) if st.is_pending()]
+    if pending:  # the worker took the run and starts its process
+        triggered.pending = round(pending[0].timestamp.timestamp() - triggered.wall0, 3)
     if run.start_time is not None:
         triggered.start = round(run.start_time.timestamp() - triggered.wall0, 3)
     if run.end_time is not None:
@@ -551,6 +596,8 @@ def failover_run(
         audit = audit_of(client, "failover", run.blocks.failover)
         result.update(
             state=triggered.state,
+            pickup=triggered.pending,
+            spawn=_minus(triggered.start, triggered.pending),
             start=triggered.start,
             flow=_minus(triggered.end, triggered.start),
             end=triggered.end,
@@ -590,6 +637,7 @@ def switchover_run(
         result.update(
             state=triggered.state,
             switchover_start=triggered.start,
+            switchover_pickup=triggered.pending,
             switchover_gap=writer.longest_gap(),
             acked=len(acked),
             lost=lost,
@@ -612,7 +660,9 @@ def rollback_run(
         block.dns_zone = f"{name}-bad-dns"
         block.save(name, overwrite=True)
         request = {"cluster": name, "reason": "benchmark", "candidate": "n2", "dry_run": False}
+        window = FencedWindow(run)
         triggered = wait_final(client, trigger(client, deployment, request))
+        fenced = window.result(10.0)
         audit = audit_of(client, "failover", name)
         failed = [s for s in audit.get("steps", []) if s.get("status") == "failed"]
         rollback = None
@@ -629,7 +679,10 @@ def rollback_run(
             "state": triggered.state,
             "outcome": audit.get("outcome"),
             "failed_step": failed[-1]["key"] if failed else None,
+            "failed_step_seconds": failed[-1]["seconds"] if failed else None,
             "rollback": rollback,
+            "fenced": fenced,
+            "undone": len(audit.get("rollbacks", [])),
             "rollback_final": triggered.end,
             "old_primary_writable": old_writable,
         }

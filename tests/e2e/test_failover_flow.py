@@ -26,6 +26,7 @@ from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 from pydantic import SecretStr
 
+from blocks.alerting import AlertWebhook
 from blocks.dns import BindDnsZone
 from blocks.failover import FailoverCluster
 from blocks.load_balancers import HAProxyLoadBalancer
@@ -33,6 +34,7 @@ from blocks.replication import ReplicationCluster
 from deployments.lab_blocks import LEVERS
 from flows._journal import read_journal
 from flows.failover import FailoverRequest, failover
+from siprec_backup.alerting.channels import verify_signature
 from siprec_backup.errors import (
     DnsUpdateRefusedError,
     FailoverLockedError,
@@ -43,6 +45,7 @@ from siprec_backup.errors import (
 from siprec_backup.failover import ops_for
 from siprec_backup.lab import LabState
 from siprec_backup.traffic import HAProxy
+from tests.conftest import Receiver
 from tests.e2e.conftest import artifact
 from tests.e2e.failover_support import (
     KINDS,
@@ -54,6 +57,8 @@ from tests.e2e.failover_support import (
     wait_has,
     write,
 )
+
+HOOK_SECRET = "failover-hook-secret"
 
 
 def audit_of(run: RunningCluster, mode: str = "failover") -> dict[str, Any]:
@@ -76,8 +81,15 @@ def cluster(request: pytest.FixtureRequest, lab: LabState) -> Iterator[RunningCl
         yield run
 
 
-def test_failover_after_the_primary_is_killed(cluster: RunningCluster) -> None:
+def test_failover_after_the_primary_is_killed(cluster: RunningCluster, receiver: Receiver) -> None:
     kind, lab = cluster.kind, cluster.lab
+    hook = f"{cluster.name}-hook"
+    AlertWebhook(url=receiver.url("/hook"), secret=SecretStr(HOOK_SECRET)).save(
+        hook, overwrite=True
+    )
+    block = FailoverCluster.load(cluster.name)
+    block.notify = [hook]
+    block.save(cluster.name, overwrite=True)
     write(kind, cluster.target("n1"), "before")
     for replica in ("n2", "n3"):
         wait_has(kind, cluster.target(replica), "before")
@@ -125,6 +137,19 @@ def test_failover_after_the_primary_is_killed(cluster: RunningCluster) -> None:
     assert promote["result"]["position"] and promote["seconds"] > 0
     assert all(s["started"] and s["seconds"] >= 0 for s in audit["steps"])
     assert read_journal(cluster.name)["outcome"] == "completed"  # type: ignore[index]
+    # The alert channel heard the start and the end, signed.
+    alerts = []
+    for post in receiver.requests:
+        headers = post.headers
+        assert verify_signature(
+            HOOK_SECRET, headers["X-Siprec-Timestamp"], post.body, headers["X-Siprec-Signature"]
+        )
+        alerts.append(json.loads(post.body))
+    assert [(a["severity"], a["event"]) for a in alerts] == [
+        ("critical", "failover.running"),
+        ("info", "failover.completed"),
+    ], alerts
+    assert f"promoting {new}" in alerts[0]["summary"] and new in alerts[1]["summary"]
 
 
 # -- fault cases (on PostgreSQL, the slowest to undo; the rules are the same for each kind) -----
