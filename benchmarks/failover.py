@@ -93,7 +93,9 @@ POLL = 0.02
 RUN_DEADLINE = 180.0
 PROBE_DEADLINE = 90.0
 FAST_POOL = "siprec-failover"
-FAST_SUFFIX = "-fast"
+WARM_POOL = "siprec-failover-warm"
+#: Pool of each path besides the lab's worker.
+POOLS = {"fast": FAST_POOL, "warm": WARM_POOL}
 FLOWS = ("failover", "switchover")
 BAD_TSIG = "c2VjcmV0LXRoYXQtaXMtd3Jvbmc="  # valid base64, not the zone's key
 
@@ -504,30 +506,31 @@ def audit_of(client: SyncPrefectClient, mode: str, cluster: str) -> dict[str, An
     return dict(json.loads(markdown.split("```json\n", 1)[1].split("\n```", 1)[0]))
 
 
-def deployment_ids(client: SyncPrefectClient, fast: bool) -> Deployments:
-    """The registered deployments; with ``fast``, copies on pool siprec-failover too."""
-    found = Deployments({"lab": {}})
-    for flow in FLOWS:
-        found.ids["lab"][flow] = client.read_deployment_by_name(f"{flow}/on-demand").id
-    if not fast:
-        return found
-    found.ids["fast"] = {}
-    for flow in FLOWS:
-        d = client.read_deployment_by_name(f"{flow}/on-demand")
-        found.ids["fast"][flow] = client.create_deployment(
-            flow_id=d.flow_id,
-            name=f"{d.name}{FAST_SUFFIX}",
-            description=d.description,
-            parameters=d.parameters,
-            work_pool_name=FAST_POOL,
-            work_queue_name="default",
-            tags=list(d.tags),
-            path=d.path,
-            entrypoint=d.entrypoint,
-            parameter_openapi_schema=d.parameter_openapi_schema,
-            pull_steps=d.pull_steps,
-            job_variables=d.job_variables,
-        )
+def deployment_ids(client: SyncPrefectClient, paths: list[str]) -> Deployments:
+    """The registered deployments; for the paths ``fast`` and ``warm``, copies of them on the
+    path's pool (named ``<deployment>-<path>``)."""
+    found = Deployments({})
+    for path in paths:
+        found.ids[path] = {}
+        for flow in FLOWS:
+            d = client.read_deployment_by_name(f"{flow}/on-demand")
+            if path == "lab":
+                found.ids[path][flow] = d.id
+                continue
+            found.ids[path][flow] = client.create_deployment(
+                flow_id=d.flow_id,
+                name=f"{d.name}-{path}",
+                description=d.description,
+                parameters=d.parameters,
+                work_pool_name=POOLS[path],
+                work_queue_name="default",
+                tags=list(d.tags),
+                path=d.path,
+                entrypoint=d.entrypoint,
+                parameter_openapi_schema=d.parameter_openapi_schema,
+                pull_steps=d.pull_steps,
+                job_variables=d.job_variables,
+            )
     return found
 
 
@@ -569,6 +572,87 @@ def fast_worker(state: LabState, query_seconds: float) -> Iterator[None]:
         _process.stop_process(proc.pid, ticks, sig=signal.SIGTERM, group=True, timeout=20)
         with contextlib.suppress(Exception):
             proc.wait(5)
+
+
+#: The "warm" path's runner (argv: api_url, pool, poll_s, python). It keeps one spare flow
+#: process that has already imported Prefect and the flows and waits on stdin; a scheduled run
+#: of the pool is claimed (Pending), its id handed to the spare, and a new spare started.
+_WARM = """\
+import datetime, subprocess, sys, time
+import httpx
+api, pool, poll, python = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+CHILD = '''
+import sys
+from uuid import UUID
+from prefect.flow_engine import load_flow, load_flow_run, run_flow
+import flows.failover, flows.switchover
+line = sys.stdin.readline().strip()
+if line:
+    run = load_flow_run(UUID(line))
+    run_flow(load_flow(run), flow_run=run)
+'''
+def spare():
+    return subprocess.Popen([python, '-c', CHILD], stdin=subprocess.PIPE, text=True)
+http = httpx.Client(base_url=api, timeout=5)
+http.post('/work_pools/', json={'name': pool, 'type': 'process'})
+child, busy = spare(), []
+while True:
+    busy = [p for p in busy if p.poll() is None]
+    soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)
+    try:
+        found = http.post(f'/work_pools/{pool}/get_scheduled_flow_runs',
+                          json={'scheduled_before': soon.isoformat(), 'limit': 5}).json()
+    except (httpx.HTTPError, ValueError):
+        found = []
+    for item in found:
+        run_id = item['flow_run']['id']
+        claim = http.post(f'/flow_runs/{run_id}/set_state',
+                          json={'state': {'type': 'PENDING', 'name': 'Pending'}})
+        if claim.status_code >= 300 or claim.json().get('status') != 'ACCEPT':
+            continue
+        child.stdin.write(run_id + '\\n')
+        child.stdin.close()
+        busy.append(child)
+        child = spare()
+    time.sleep(poll)
+"""
+
+
+@contextlib.contextmanager
+def warm_runner(state: LabState, poll_seconds: float) -> Iterator[None]:
+    """The "warm" path: :data:`_WARM` on pool siprec-failover-warm (it creates the pool),
+    run from the project directory; stopped (with its spare and runs) afterwards."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(state.root / "prefect"),
+        PREFECT_API_URL=state.prefect_api_url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PYTHONUNBUFFERED="1",
+    )
+    argv = [sys.executable, "-c", _WARM, state.prefect_api_url, WARM_POOL, str(poll_seconds)]
+    argv.append(sys.executable)
+    log = state.root / "logs" / "warm-runner.log"
+    proc = _process.spawn(argv, log=log, env=env, cwd=ROOT)
+    ticks = _process.start_ticks(proc.pid)
+    try:
+        deadline = time.monotonic() + 60
+        while not _pool_exists(state.prefect_api_url, WARM_POOL):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the warm runner did not start (see {log})")
+            time.sleep(0.2)
+        time.sleep(5.0)  # its first spare imports Prefect and the flows
+        yield
+    finally:
+        _process.stop_process(proc.pid, ticks, sig=signal.SIGTERM, group=True, timeout=20)
+        with contextlib.suppress(Exception):
+            proc.wait(5)
+
+
+def _pool_exists(api_url: str, pool: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/work_pools/{pool}", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 # -- the three scenarios ----------------------------------------------------------------------
@@ -773,12 +857,13 @@ def summarize(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     values = _values(rows, key)
     missing = sum(1 for r in rows if not isinstance(r.get(key), int | float))
     if not values:
-        return {"median": None, "max": None, "n": 0, "missing": missing}
+        return {"median": None, "max": None, "n": 0, "missing": missing, "measured": False}
     return {
         "median": round(statistics.median(values), 3),
         "max": round(max(values), 3),
         "n": len(values),
         "missing": missing,
+        "measured": True,
     }
 
 
@@ -788,6 +873,15 @@ def _cell(s: dict[str, Any], key: str) -> str:
     fmt = "{:.0f}" if key == "lost" else "{:.2f}"
     text = f"{fmt.format(s['median'])} / {fmt.format(s['max'])}"
     return text + (f" ({s['missing']} missing)" if s["missing"] else "")
+
+
+def scenario_of(key: str) -> str:
+    """Which scenario measures ``key``."""
+    if key.startswith("switchover") or key == "lost":
+        return "switchover"
+    if key.startswith("rollback") or key == "fenced":
+        return "rollback"
+    return "failover"
 
 
 def verdict(key: str, s: dict[str, Any]) -> str:
@@ -808,7 +902,7 @@ def report(results: dict[str, Any]) -> dict[str, Any]:
         for kind in KINDS
         if kind in results["runs"].get(path, {})
     ]
-    keys = [k for k in LABELS if k != "sentinel"]
+    keys = [k for k in LABELS if k != "sentinel" and scenario_of(k) in results["scenarios"]]
     header = f"{'metric (s; median / max)':<44}" + "".join(f"{p + ':' + k:>20}" for p, k in groups)
     print("\n" + header)
     for key in keys:
@@ -829,10 +923,13 @@ def report(results: dict[str, Any]) -> dict[str, Any]:
     verdicts = {}
     for path, kind in groups:
         for key, limit in TARGETS.items():
+            if key not in keys:
+                continue
             v = verdict(key, summary[path][kind][key])
             verdicts[f"{path}:{kind}:{key}"] = v
             shown = summary[path][kind][key]["max"]
-            print(f"  {path:<5} {kind:<9} {LABELS[key]:<44} < {limit:<4} max {shown!s:<8} {v}")
+            bound = f"{'=' if key == 'lost' else '<'} {limit}"
+            print(f"  {path:<5} {kind:<9} {LABELS[key]:<44} {bound:<6} max {shown!s:<8} {v}")
     return {"summary": summary, "verdicts": verdicts}
 
 
@@ -874,16 +971,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--kinds", default=",".join(KINDS))
-    parser.add_argument("--paths", default="lab,fast", help="lab (2 s worker), fast, or both")
+    parser.add_argument(
+        "--paths", default="lab,fast,warm", help="among lab (2 s worker), fast, warm"
+    )
     parser.add_argument("--scenarios", default="failover,switchover,rollback")
     parser.add_argument("--fast-query-seconds", type=float, default=1.0)
+    parser.add_argument("--warm-poll-seconds", type=float, default=0.25)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     paths = [p for p in args.paths.split(",") if p]
     scenarios = [s for s in args.scenarios.split(",") if s]
-    if args.runs < 1 or not set(kinds) <= set(KINDS) or not set(paths) <= {"lab", "fast"}:
-        parser.error("--runs >= 1, --kinds among postgres,mysql,redis, --paths among lab,fast")
+    known = {"failover", "switchover", "rollback"}
+    if not set(scenarios) <= known:
+        parser.error("--scenarios among failover,switchover,rollback")
+    if args.runs < 1 or not set(kinds) <= set(KINDS) or not set(paths) <= {"lab", *POOLS}:
+        parser.error("--runs >= 1, --kinds among postgres,mysql,redis, --paths among lab,fast,warm")
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     load_start = os.getloadavg()
     print(f"load average at start: {load_start}", flush=True)
@@ -892,7 +995,12 @@ def main() -> int:
         Path(tempfile.mkdtemp(prefix="siprec-bench-failover-")),
         services=[s for s in SERVICES if s.name in WANTED],
     )
-    results: dict[str, Any] = {"paths": paths, "runs": {}, "sentinel": []}
+    results: dict[str, Any] = {
+        "paths": paths,
+        "scenarios": scenarios,
+        "runs": {},
+        "sentinel": [],
+    }
     try:
         state = lab.up()
         print(f"lab up in {time.monotonic() - started:.1f} s", flush=True)
@@ -906,8 +1014,10 @@ def main() -> int:
             print(f"deployments and lever blocks in {time.monotonic() - t:.1f} s", flush=True)
             if "fast" in paths:
                 stack.enter_context(fast_worker(state, args.fast_query_seconds))
+            if "warm" in paths:
+                stack.enter_context(warm_runner(state, args.warm_poll_seconds))
             client = stack.enter_context(get_client(sync_client=True))
-            deployments = deployment_ids(client, "fast" in paths)
+            deployments = deployment_ids(client, paths)
             for i in range(1, args.runs + 1):
                 print(f"round {i}/{args.runs} ({time.monotonic() - started:.0f} s)", flush=True)
                 for kind in kinds:
@@ -931,6 +1041,7 @@ def main() -> int:
         load_end=load_end,
         total_seconds=round(total, 1),
         fast_query_seconds=args.fast_query_seconds,
+        warm_poll_seconds=args.warm_poll_seconds,
         lab_worker_query_seconds=2,
         references=REFERENCE,
         targets=TARGETS,

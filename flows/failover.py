@@ -216,12 +216,19 @@ def actor() -> tuple[str, str]:
     return f"prefect flow run {run.name} ({run.id})", str(run.id)
 
 
-def notify(channels: list[Channel], audit: FailoverAudit, severity: str, summary: str) -> None:
-    """Tell every channel; a channel that fails is logged and noted, never fatal."""
+def notify(
+    channels: list[Channel],
+    audit: FailoverAudit,
+    severity: str,
+    summary: str,
+    state: str | None = None,
+) -> None:
+    """Tell every channel of a state change (default: the run's outcome so far); a channel
+    that fails is logged, never fatal."""
     if not channels:
         return
     alert = {
-        "event": f"failover.{audit.outcome}",
+        "event": f"{audit.mode}.{state or audit.outcome}",
         "resource": f"{audit.mode}/{audit.cluster}",
         "severity": severity,
         "summary": summary,
@@ -381,7 +388,9 @@ def preflight(loaded: LoadedCluster, plan: FailoverPlan) -> None:
                 raise SafetyRefusalError(f"pre-flight: load balancer {name}: {exc}") from exc
 
 
-def approve_loss(plan: FailoverPlan, audit: FailoverAudit, timeout_minutes: float) -> None:
+def approve_loss(
+    plan: FailoverPlan, audit: FailoverAudit, timeout_minutes: float, channels: list[Channel]
+) -> None:
     """Pause for an operator when the loss exceeds the gate; SafetyRefusalError on a refusal."""
     description = (
         f"## Failover of `{plan.cluster}` would lose data\n\n"
@@ -393,6 +402,15 @@ def approve_loss(plan: FailoverPlan, audit: FailoverAudit, timeout_minutes: floa
         "data loss %s beyond the gate %s: waiting for an operator",
         plan.loss.describe(),
         plan.max_loss,
+    )
+    notify(
+        channels,
+        audit,
+        "critical",
+        f"{plan.mode} of {plan.cluster} waits for an operator: promoting {plan.candidate.name} "
+        f"would lose {plan.loss.describe()} (gate {plan.max_loss}); approve or reject in the "
+        "Prefect UI",
+        state="awaiting-approval",
     )
     answer = pause_flow_run(
         wait_for_input=DataLossApproval.with_initial_data(description=description, approve=False),
@@ -533,7 +551,7 @@ def _locked_run(
         audit.plan = plan.to_dict()
         preflight(loaded, plan)
         if plan.loss_exceeds_gate:
-            approve_loss(plan, audit, loaded.config.approval_timeout_minutes)
+            approve_loss(plan, audit, loaded.config.approval_timeout_minutes, channels)
     except SafetyRefusalError as exc:
         audit.end("refused", error=str(exc))
         publish(audit)
