@@ -15,8 +15,8 @@ run:
    pauses the run for an operator's approval (a form showing the measured loss);
 5. in one transaction: fence the old primary (read-only), its load balancer server to maint,
    optionally its service stopped over SSH, DNS TTLs lowered (the first signed update), promote,
-   repoint the other replicas, the new primary's server ready, DNS switched and verified on
-   every authoritative nameserver;
+   the new primary's server ready (traffic moves first), the other replicas repointed, DNS
+   switched and verified on every authoritative nameserver;
 6. the new roles are written into the replication cluster block (monitoring follows), the audit
    trail is published (artifact ``failover-<cluster>``), events are emitted and the alert
    channels told at start, at each outcome and at the end.
@@ -127,7 +127,7 @@ class DataLossApproval(RunInput):
     comment: str = Field(default="", description="Why.")
 
 
-# -- names, journal, lock -------------------------------------------------------------------
+# -- names and the lock ---------------------------------------------------------------------
 
 
 def artifact_key(mode: str, cluster: str) -> str:
@@ -200,8 +200,8 @@ def check_journal(cluster: str, acknowledged: bool) -> dict[str, Any] | None:
     if journal.get("next_step"):
         detail += f"; its manual next step: {journal['next_step']}"
     raise IncompleteFailoverError(
-        f"{detail}. Check the cluster (siprec-backup failover --dry-run shows it), finish or "
-        "undo by hand, then run again with acknowledge_incomplete"
+        f"{detail}. Check the cluster (siprec-backup failover --dry-run shows it), then run "
+        "again with acknowledge_incomplete: the run finishes that one's work"
     )
 
 
@@ -276,9 +276,9 @@ def next_step_after(plan: FailoverPlan, audit: FailoverAudit) -> str:
     todo = "; ".join(remaining) or "nothing"
     return (
         f"{plan.candidate.name} is the primary now and accepts writes; do NOT un-fence "
-        f"{plan.old_primary.name if plan.old_primary else 'the old primary'}. Remaining steps, "
-        f"to finish by hand: {todo}. Then set {plan.candidate.name} as primary in replication "
-        "cluster block and run the failover with acknowledge_incomplete to check."
+        f"{plan.old_primary.name if plan.old_primary else 'the old primary'}. Remaining steps: "
+        f"{todo}. Fix what failed, then run the {plan.mode} again with acknowledge_incomplete: "
+        "it finishes these steps (or do them by hand)."
     )
 
 

@@ -136,6 +136,8 @@ def test_failover_after_the_primary_is_killed(cluster: RunningCluster, receiver:
     promote = next(s for s in audit["steps"] if s["key"] == "promote")
     assert promote["result"]["position"] and promote["seconds"] > 0
     assert all(s["started"] and s["seconds"] >= 0 for s in audit["steps"])
+    password = cluster.target("n1").password
+    assert not password or password not in json.dumps(audit)
     assert read_journal(cluster.name)["outcome"] == "completed"  # type: ignore[index]
     # The alert channel heard the start and the end, signed.
     alerts = []
