@@ -102,8 +102,8 @@ def running_cluster(
 # -- kind-neutral probes ------------------------------------------------------------------------
 
 
-def write(kind: str, target: Any, marker: str) -> None:
-    """Write ``marker`` on the node (raises if the node refuses writes)."""
+def _sql(kind: str, target: Any, statement: str, *params: str) -> list[tuple[Any, ...]]:
+    """Run one statement (autocommit) on a PostgreSQL or MySQL/MariaDB node; its rows."""
     if kind == "postgres":
         with psycopg.connect(
             host=target.host,
@@ -113,55 +113,53 @@ def write(kind: str, target: Any, marker: str) -> None:
             connect_timeout=5,
             autocommit=True,
         ) as conn:
-            conn.execute("INSERT INTO failover_probe (note) VALUES (%s)", (marker,))
-    elif kind == "mysql":
-        conn = pymysql.connect(
-            host=target.host,
-            port=target.port,
-            user=target.user,
-            password=target.password,
-            database="siprec",
-            connect_timeout=5,
-            autocommit=True,
-        )
-        with conn, conn.cursor() as cur:
-            cur.execute("INSERT INTO failover_probe (note) VALUES (%s)", (marker,))
-    else:
-        client = redis.Redis(host=target.host, port=target.port, password=target.password)
-        with client:
+            cursor = conn.execute(statement, params)
+            return list(cursor.fetchall()) if cursor.description else []
+    conn = pymysql.connect(
+        host=target.host,
+        port=target.port,
+        user=target.user,
+        password=target.password,
+        database="siprec",
+        connect_timeout=5,
+        autocommit=True,
+    )
+    with conn, conn.cursor() as cur:
+        cur.execute(statement, params)
+        return list(cur.fetchall())
+
+
+def _redis(target: Any) -> redis.Redis:
+    return redis.Redis(
+        host=target.host, port=target.port, password=target.password, socket_timeout=5
+    )
+
+
+def write(kind: str, target: Any, marker: str) -> None:
+    """Write ``marker`` on the node (raises if the node refuses writes)."""
+    if kind == "redis":
+        with _redis(target) as client:
             client.set(f"probe:{marker}", marker)
+    else:
+        _sql(kind, target, "INSERT INTO failover_probe (note) VALUES (%s)", marker)
+
+
+def markers(kind: str, target: Any, prefix: str) -> set[str]:
+    """Every marker starting with ``prefix`` the node holds (one query)."""
+    if kind == "redis":
+        with _redis(target) as client:
+            return {k.decode()[len("probe:") :] for k in client.scan_iter(f"probe:{prefix}*")}
+    rows = _sql(kind, target, "SELECT note FROM failover_probe WHERE note LIKE %s", prefix + "%")
+    return {str(row[0]) for row in rows}
 
 
 def has(kind: str, target: Any, marker: str) -> bool:
     """Whether the node holds ``marker``."""
-    if kind == "postgres":
-        with psycopg.connect(
-            host=target.host,
-            port=target.port,
-            user=target.user,
-            dbname=target.dbname,
-            connect_timeout=5,
-        ) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM failover_probe WHERE note = %s", (marker,)
-            ).fetchone()
-            return bool(row and row[0])
-    if kind == "mysql":
-        conn = pymysql.connect(
-            host=target.host,
-            port=target.port,
-            user=target.user,
-            password=target.password,
-            database="siprec",
-            connect_timeout=5,
-        )
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM failover_probe WHERE note = %s", (marker,))
-            row = cur.fetchone()
-            return bool(row and row[0])
-    client = redis.Redis(host=target.host, port=target.port, password=target.password)
-    with client:
-        return client.get(f"probe:{marker}") is not None
+    if kind == "redis":
+        with _redis(target) as client:
+            return client.get(f"probe:{marker}") is not None
+    rows = _sql(kind, target, "SELECT count(*) FROM failover_probe WHERE note = %s", marker)
+    return bool(rows[0][0])
 
 
 def wait_has(kind: str, target: Any, marker: str, timeout: float = 20) -> None:
@@ -174,28 +172,18 @@ def wait_has(kind: str, target: Any, marker: str, timeout: float = 20) -> None:
 def served_by(run: RunningCluster) -> str:
     """The node answering through HAProxy's frontend (by its address and port)."""
     host, port = run.haproxy.frontend(run.blocks.backend)
-    probe = run.target("n1")
-    if run.kind == "postgres":
-        with psycopg.connect(
-            host=host, port=port, user=probe.user, dbname=probe.dbname, connect_timeout=5
-        ) as conn:
-            row = conn.execute("SELECT host(inet_server_addr()), inet_server_port()").fetchone()
-            assert row is not None
-            found = (str(row[0]), int(row[1]))
-    elif run.kind == "mysql":
-        conn = pymysql.connect(
-            host=host, port=port, user=probe.user, password=probe.password, connect_timeout=5
-        )
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT @@bind_address, @@port")
-            row = cur.fetchone()
-            assert row is not None
-            found = (str(row[0]), int(row[1]))
+    through = dataclasses.replace(run.target("n1"), host=host, port=port)
+    if run.kind == "redis":
+        with _redis(through) as client:
+            port_seen = int(client.info("server")["tcp_port"])
+            found = (client.config_get("bind")["bind"].split()[0], port_seen)
     else:
-        client = redis.Redis(host=host, port=port, password=probe.password, socket_timeout=5)
-        with client:
-            info = client.info("server")
-            found = (client.config_get("bind")["bind"].split()[0], int(info["tcp_port"]))
+        query = {
+            "postgres": "SELECT host(inet_server_addr()), inet_server_port()",
+            "mysql": "SELECT @@bind_address, @@port",
+        }[run.kind]
+        row = _sql(run.kind, through, query)[0]
+        found = (str(row[0]), int(row[1]))
     for node in run.cluster.nodes:
         if (node.host, node.port) == found:
             return node.name
@@ -256,37 +244,6 @@ class Writer:
         """The longest time between two acknowledged writes (seconds)."""
         times = [t for _, t in self.acked]
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
-
-
-def markers(kind: str, target: Any, prefix: str) -> set[str]:
-    """Every marker starting with ``prefix`` the node holds (one query)."""
-    if kind == "postgres":
-        with psycopg.connect(
-            host=target.host,
-            port=target.port,
-            user=target.user,
-            dbname=target.dbname,
-            connect_timeout=5,
-        ) as conn:
-            rows = conn.execute(
-                "SELECT note FROM failover_probe WHERE note LIKE %s", (prefix + "%",)
-            ).fetchall()
-            return {str(r[0]) for r in rows}
-    if kind == "mysql":
-        conn = pymysql.connect(
-            host=target.host,
-            port=target.port,
-            user=target.user,
-            password=target.password,
-            database="siprec",
-            connect_timeout=5,
-        )
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT note FROM failover_probe WHERE note LIKE %s", (prefix + "%",))
-            return {str(r[0]) for r in cur.fetchall()}
-    client = redis.Redis(host=target.host, port=target.port, password=target.password)
-    with client:
-        return {k.decode()[len("probe:") :] for k in client.scan_iter(f"probe:{prefix}*")}
 
 
 def dns_ttls(lab: LabState, record: str) -> dict[str, set[int]]:
