@@ -38,7 +38,7 @@ import pymysql.cursors
 from siprec_backup.errors import LabError
 from siprec_backup.lab import _process
 from siprec_backup.lab.clusters import ADDRESS_PREFIX, NODE_NAMES, ClusterNode, free_port
-from siprec_backup.lab.mariadb import SERVER_ACCOUNT, find_server
+from siprec_backup.lab.mariadb import SERVER_ACCOUNT, find_server, mariadb_account
 from siprec_backup.sources.mysql import MySQLTarget
 
 KIND = "mysql"
@@ -72,19 +72,6 @@ _TEMPLATE_SQL = (
 
 _template_lock = threading.Lock()
 _template_dir: Path | None = None
-
-
-def _server_account() -> str | None:
-    """``mysql`` when we are root (mariadbd refuses root), else ourselves (None)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(SERVER_ACCOUNT)
-    except KeyError:
-        raise LabError(
-            "running as root, but there is no 'mysql' account to run MariaDB as"
-        ) from None
-    return SERVER_ACCOUNT
 
 
 def _chown(path: Path, user: str | None) -> None:
@@ -127,7 +114,7 @@ def _answers(sock: Path) -> bool:
 def _build_template() -> Path:
     """install-db into a fresh directory, add accounts and schema with the binlog off, stop."""
     mariadbd, install = find_server()
-    user = _server_account()
+    user = mariadb_account()
     base = Path(tempfile.mkdtemp(prefix="siprec-mariadb-template-"))
     os.chmod(base, 0o755)  # noqa: S103 - the server account must traverse it
     _chown(base, user)
@@ -320,7 +307,7 @@ class MariaDBLabCluster:
             "--relay-log=relay",
             *_COMMON_OPTIONS,
         ]
-        user = _server_account()
+        user = mariadb_account()
         if user is not None:
             argv.insert(2, f"--user={user}")
         return argv
@@ -353,7 +340,7 @@ class MariaDBLabCluster:
         if self.nodes:
             raise LabError("the MariaDB lab cluster is already started")
         data = template()
-        user = _server_account()
+        user = mariadb_account()
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)  # noqa: S103 - the server account must traverse it
         if user is not None:

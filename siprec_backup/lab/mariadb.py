@@ -138,7 +138,7 @@ def client_bin_dir() -> Path:
     return Path(found).parent
 
 
-def _account() -> str | None:
+def mariadb_account() -> str | None:
     """``mysql`` when we run as root (mariadbd refuses root), else ourselves (None)."""
     if os.geteuid() != 0:
         return None
@@ -282,7 +282,7 @@ class MariaDBPrimary(_MariaDBService):
     def start(self, ctx: LabContext) -> ServiceRecord:
         """Initialise (first start only), start, and bootstrap users and the schema."""
         mariadbd, install = find_server()
-        user = _account()
+        user = mariadb_account()
         base = _base_dir(ctx.root)
         base.mkdir(parents=True, exist_ok=True)
         os.chmod(base, 0o755)  # noqa: S103 - sockets, reachable by clients
@@ -345,7 +345,7 @@ class MariaDBReplica(_MariaDBService):
     def start(self, ctx: LabContext) -> ServiceRecord:
         """Start from the primary's fresh copy (or a new install), then replicate."""
         mariadbd, install = find_server()
-        user = _account()
+        user = mariadb_account()
         data_dir = self.data_dir(ctx.root)
         fresh = not (data_dir / "master.info").exists()
         if not (data_dir / "mysql").is_dir():

@@ -190,7 +190,7 @@ def start(work_dir: Path, *, timeout: float, bin_dir: Path | None) -> MariaDBScr
         mariadbd, install = lab_lookup("mysql", lab_my.find_server)
     else:
         mariadbd, install = _find(bin_dir, "mariadbd"), _find(bin_dir, "mariadb-install-db")
-    account = lab_lookup("mysql", lab_my._account)
+    account = lab_lookup("mysql", lab_my.mariadb_account)
     deadline = time.monotonic() + timeout
     directory = private_dir("mysql", work_dir, account)
     instance = MariaDBScratch(directory, mariadbd, install, account)
