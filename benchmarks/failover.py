@@ -16,11 +16,14 @@ Redis), ``--runs`` times, each on a fresh three-node cluster behind its own HAPr
 * rollback: a failover whose DNS zone block has a wrong TSIG secret: from the failing step's end
   to the end of the rollbacks (audit trail), trigger -> final state, old primary writable again.
 
-Each is measured through the lab's worker (pool ``siprec-backup``, polls every 2 s) and, path
-``fast``, through a second process worker started here on pool ``siprec-failover`` polling every
-``--fast-query-seconds`` (copies of the two deployments, ``*/on-demand-fast``). Redis Sentinel
-(3 sentinels, quorum 2, down-after 1000 ms) on a fresh Redis cluster: n1 killed -> a replica
-accepts writes. Usage:
+Each is measured through the lab's worker (path ``lab``: pool ``siprec-backup``, polls every
+2 s) and through two faster start paths made here only (copies of the two deployments,
+``*/on-demand-<path>``): ``fast``, a second process worker on pool ``siprec-failover`` polling
+every ``--fast-query-seconds`` (failover only by default), and ``warm``, a small runner on pool
+``siprec-failover-warm`` that hands each run to a spare process which has already imported
+Prefect and the flows. Redis Sentinel (3 sentinels, quorum 2, down-after 1000 ms) on a fresh
+Redis cluster: n1 killed -> a replica accepts writes. Results: see benchmarks/README.md.
+Usage:
 
     .venv/bin/python benchmarks/failover.py --runs 3 --json /tmp/failover.json
 """
@@ -32,6 +35,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -233,15 +237,24 @@ def _rd(target: Any) -> redis.Redis:
     )
 
 
-def write(kind: str, target: Any, marker: str) -> tuple[str, int]:
-    """Write ``marker`` on the server ``target`` reaches; the (address, port) that took it."""
+def write(kind: str, target: Any, marker: str, *, commit: bool = True) -> tuple[str, int]:
+    """Write ``marker`` on the server ``target`` reaches; the (address, port) that took it.
+    ``commit=False`` (SQL kinds): the insert is rolled back, so the replicas do not fall behind
+    (a lag the failover's loss gate would stop at)."""
+    insert = "INSERT INTO failover_probe (note) VALUES (%s)"
     if kind == "postgres":
         with _pg(target) as conn:
-            conn.execute("INSERT INTO failover_probe (note) VALUES (%s)", (marker,))
+            with conn.transaction(force_rollback=not commit):
+                conn.execute(insert, (marker,))
             row = conn.execute("SELECT host(inet_server_addr()), inet_server_port()").fetchone()
     elif kind == "mysql":
         with _my(target) as my, my.cursor() as cur:
-            cur.execute("INSERT INTO failover_probe (note) VALUES (%s)", (marker,))
+            my.begin()
+            cur.execute(insert, (marker,))
+            if commit:
+                my.commit()
+            else:
+                my.rollback()
             cur.execute("SELECT @@bind_address, @@port")
             row = cur.fetchone()
     else:
@@ -364,8 +377,9 @@ def dns_probe(state: LabState, run: Running, candidates: tuple[str, ...]) -> Cal
 
 
 class FencedWindow:
-    """A thread writing on n1 directly every 20 ms: how long n1 refused writes (the fence of a
-    failover that is then rolled back), from the first refusal to the next accepted write."""
+    """A thread inserting on n1 directly every 20 ms (rolled back: no replica lag): how long n1
+    refused writes (the fence of a failover that is then rolled back), from the first refusal to
+    the next accepted write."""
 
     def __init__(self, run: Running) -> None:
         self.run = run
@@ -382,7 +396,7 @@ class FencedWindow:
             if self.stop.is_set() or time.monotonic() > deadline:
                 return
             try:
-                write(self.run.kind, target, f"f-{i}")
+                write(self.run.kind, target, f"f-{i}", commit=False)
                 if self.refused is not None:
                     self.back = time.monotonic()
                     return
@@ -902,16 +916,20 @@ def report(results: dict[str, Any]) -> dict[str, Any]:
         for kind in KINDS
         if kind in results["runs"].get(path, {})
     ]
-    keys = [k for k in LABELS if k != "sentinel" and scenario_of(k) in results["scenarios"]]
+    run = {scenario for chosen in results["scenarios"].values() for scenario in chosen}
+    keys = [k for k in LABELS if k != "sentinel" and scenario_of(k) in run]
     header = f"{'metric (s; median / max)':<44}" + "".join(f"{p + ':' + k:>20}" for p, k in groups)
     print("\n" + header)
     for key in keys:
         line = f"{LABELS[key]:<44}"
         for path, kind in groups:
+            if scenario_of(key) not in results["scenarios"][path]:
+                line += f"{'n/a':>20}"
+                continue
             rows = results["runs"][path][kind]
             s = summarize(rows, key)
             summary.setdefault(path, {}).setdefault(kind, {})[key] = s
-            line += f"{_cell(s, key):>20}"
+            line += f" {_cell(s, key):>19}"
         print(line)
     sentinel = summarize([{"sentinel": v} for v in results["sentinel"]], "sentinel")
     summary["sentinel"] = sentinel
@@ -923,7 +941,7 @@ def report(results: dict[str, Any]) -> dict[str, Any]:
     verdicts = {}
     for path, kind in groups:
         for key, limit in TARGETS.items():
-            if key not in keys:
+            if key not in summary[path][kind]:
                 continue
             v = verdict(key, summary[path][kind][key])
             verdicts[f"{path}:{kind}:{key}"] = v
@@ -976,8 +994,14 @@ def main() -> int:
     )
     parser.add_argument("--scenarios", default="failover,switchover,rollback")
     parser.add_argument("--fast-query-seconds", type=float, default=1.0)
+    parser.add_argument(
+        "--fast-scenarios",
+        default="failover",
+        help="what the fast path runs (its flow process starts like the lab worker's)",
+    )
     parser.add_argument("--warm-poll-seconds", type=float, default=0.25)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--logs", type=Path, default=None, help="keep the lab's logs here")
     args = parser.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     paths = [p for p in args.paths.split(",") if p]
@@ -988,6 +1012,8 @@ def main() -> int:
     if args.runs < 1 or not set(kinds) <= set(KINDS) or not set(paths) <= {"lab", *POOLS}:
         parser.error("--runs >= 1, --kinds among postgres,mysql,redis, --paths among lab,fast,warm")
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # A fence ends the probes' connections; psycopg logs each ignored rollback of those.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     load_start = os.getloadavg()
     print(f"load average at start: {load_start}", flush=True)
     started = time.monotonic()
@@ -997,7 +1023,10 @@ def main() -> int:
     )
     results: dict[str, Any] = {
         "paths": paths,
-        "scenarios": scenarios,
+        "scenarios": {
+            p: [x for x in scenarios if p != "fast" or x in args.fast_scenarios.split(",")]
+            for p in paths
+        },
         "runs": {},
         "sentinel": [],
     }
@@ -1022,7 +1051,8 @@ def main() -> int:
                 print(f"round {i}/{args.runs} ({time.monotonic() - started:.0f} s)", flush=True)
                 for kind in kinds:
                     for path in paths:
-                        row = one_round(client, state, deployments, path, kind, scenarios)
+                        chosen = results["scenarios"][path]
+                        row = one_round(client, state, deployments, path, kind, chosen)
                         results["runs"].setdefault(path, {}).setdefault(kind, []).append(row)
                 try:
                     seconds = sentinel_run()
@@ -1032,6 +1062,8 @@ def main() -> int:
                 results["sentinel"].append(seconds)
                 print(f"  sentinel  kill -> writable {seconds}", flush=True)
     finally:
+        if args.logs:
+            shutil.copytree(lab.root / "logs", args.logs, dirs_exist_ok=True)
         lab.down()
     results.update(report(results))
     load_end = os.getloadavg()

@@ -5,7 +5,7 @@ it stopped half-way), read by the next run before it changes anything.
 Writing a variable usually takes 30 ms but sometimes 2 s (the server's database is busy), so
 during a run the journal is written from a background thread: the steps never wait for it.
 :func:`write_journal` with ``wait=True`` (at the start and at the end of a run) first lets the
-background writes finish, then writes synchronously.
+background writes finish (and their thread stop), then writes synchronously.
 """
 
 from __future__ import annotations
@@ -41,44 +41,49 @@ def read_journal(cluster: str, mode: str = "failover") -> dict[str, Any] | None:
 
 
 class _Writer:
-    """One background thread writing the latest journal submitted (older ones are skipped)."""
+    """A background thread writing the latest journal submitted (older ones are skipped). The
+    thread lives for one run: it carries that run's Prefect context, and :meth:`close` (at the
+    run's end) lets it finish and stop."""
 
     def __init__(self) -> None:
         self._cv = threading.Condition()
         self._pending: tuple[str, dict[str, Any]] | None = None
-        self._busy = False
+        self._closing = False
         self._thread: threading.Thread | None = None
 
     def submit(self, name: str, journal: dict[str, Any]) -> None:
         with self._cv:
             self._pending = (name, journal)
-            if self._thread is None or not self._thread.is_alive():
-                # The thread needs this run's Prefect settings (a context variable).
+            if self._thread is None:
+                # The thread needs this run's Prefect settings and client (context variables).
                 context = contextvars.copy_context()
+                self._closing = False
                 self._thread = threading.Thread(target=context.run, args=(self._loop,), daemon=True)
                 self._thread.start()
             self._cv.notify_all()
 
-    def flush(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """Wait until the last journal submitted is written, then stop the thread."""
         with self._cv:
-            self._cv.wait_for(lambda: self._pending is None and not self._busy, timeout)
+            thread = self._thread
+            self._closing = True
+            self._cv.notify_all()
+        if thread is not None:
+            thread.join(timeout)
 
     def _loop(self) -> None:
         while True:
             with self._cv:
-                if not self._cv.wait_for(lambda: self._pending is not None, timeout=60):
+                self._cv.wait_for(lambda: self._pending is not None or self._closing)
+                if self._pending is None:  # closing, nothing left
                     self._thread = None
                     return
-                assert self._pending is not None
                 name, journal = self._pending
-                self._pending, self._busy = None, True
+                self._pending = None
             try:
                 Variable.set(name, journal, overwrite=True)
             except Exception as exc:  # a lost update is noted, the run goes on
                 log.warning("could not update the journal %s: %s", name, exc)
-            with self._cv:
-                self._busy = False
-                self._cv.notify_all()
 
 
 _WRITER = _Writer()
@@ -90,5 +95,5 @@ def write_journal(audit: FailoverAudit, *, wait: bool = True) -> None:
     if not wait:
         _WRITER.submit(name, audit.journal())
         return
-    _WRITER.flush()
+    _WRITER.close()
     Variable.set(name, audit.journal(), overwrite=True)

@@ -11,7 +11,7 @@ real run, with the failover's audit trail, journal, notifications and events
    after;
 2. lock: a global concurrency limit per cutover (``cutover-<name>``, ``name`` from the block,
    which also names the artifacts and the journal): a second cutover of the same sets is
-   refused at once (FailoverLockedError);
+   refused (FailoverLockedError);
 3. pre-flight: the load balancer knows every server, the records exist, and every health check
    of the target colour passes; otherwise the run is refused with nothing changed;
 4. in one transaction: the records' TTL lowered, the target's servers ready (and the run waits

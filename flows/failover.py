@@ -8,7 +8,7 @@ run:
 1. plan: every node read; the old primary, the candidate (most advanced healthy replica, then
    priority), the replicas to repoint, the load balancer and DNS changes, the data loss;
 2. lock: a global concurrency limit per cluster (``failover-<cluster>``): a second failover or
-   switchover of the same cluster is refused at once, naming the run that holds it;
+   switchover of the same cluster is refused (within 10 s), naming the run that holds it;
 3. an earlier run that stopped half-way (its journal, a Prefect variable, says so) is reported
    and the run refuses until the operator acknowledges it;
 4. pre-flight: the load balancer servers and DNS records are read; a data loss beyond the gate
@@ -55,6 +55,7 @@ from flows._journal import read_journal, slug, write_journal
 from siprec_backup.alerting.channels import AlertDeliveryError, Channel, deliver
 from siprec_backup.errors import (
     ConfigurationError,
+    FailoverError,
     FailoverLockedError,
     IncompleteFailoverError,
     SafetyRefusalError,
@@ -88,8 +89,9 @@ MAINT, READY = ServerState.MAINT, ServerState.READY
 
 #: A crashed run's lock is freed when its lease expires (Prefect's minimum is 60 s).
 LOCK_LEASE_SECONDS = 60.0
-#: How long a run waits for the lock before refusing.
-LOCK_WAIT_SECONDS = 2.0
+#: How long a run waits for the lock before refusing (a busy server can take seconds to grant
+#: even a free slot: 2 s gave false refusals under load).
+LOCK_WAIT_SECONDS = 10.0
 DNS_DEADLINE_SECONDS = 30.0
 
 
@@ -166,6 +168,13 @@ def cluster_lock(name: str, holder: Callable[[], str]) -> Iterator[None]:
                 )
             )
         except TimeoutError:
+            with get_client(sync_client=True) as client:
+                held = client.read_global_concurrency_limit_by_name(name).active_slots
+            if not held:
+                raise FailoverError(
+                    f"could not take the lock {name} within {LOCK_WAIT_SECONDS:.0f} s although "
+                    "no run holds it (the Prefect server is slow); nothing was changed: run again"
+                ) from None
             raise FailoverLockedError(holder()) from None
         yield
 

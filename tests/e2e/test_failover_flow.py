@@ -23,6 +23,15 @@ from typing import Any
 import anyio
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.flow_runs import resume_flow_run
 from pydantic import SecretStr
 
@@ -302,13 +311,18 @@ def _paused_failover(run: RunningCluster) -> tuple[threading.Thread, dict[str, A
     return thread, outcome
 
 
-async def _paused_run_id(flow_name: str = "failover") -> Any:
+async def _paused_run_id() -> Any:
+    """The newest paused flow run of the failover flow, if any."""
     async with get_client() as client:
-        runs = await client.read_flow_runs(limit=20)
-    for run in runs:
-        if run.state and run.state.is_paused():
-            return run.id
-    return None
+        runs = await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["failover"])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+            ),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
+        )
+    return runs[0].id if runs else None
 
 
 def _wait_paused() -> Any:
