@@ -33,6 +33,9 @@ turn any of them into one clear line. The tree (httpx's ``_exceptions.py`` is th
     ├── DnsError                  a DNS query or update failed
     │   ├── DnsUpdateRefusedError the server refused an update (TSIG key, NOTAUTH, REFUSED...)
     │   └── PropagationError      a nameserver still disagreed when the deadline passed
+    ├── CloudProviderError        a cloud API call failed (provider, service, code, message)
+    │   ├── CloudLoadBalancerError     ... of a cloud load balancer (also a LoadBalancerError)
+    │   └── CloudDnsError              ... of a cloud DNS zone (also a DnsError)
     ├── FailoverError             a failover step failed on a database node (carries the node)
     │   ├── SafetyRefusalError    refused on purpose: lag gate, no healthy candidate, bad topology
     │   ├── FailoverLockedError   another failover of the same cluster holds the lock
@@ -213,3 +216,50 @@ class FailoverLockedError(FailoverError):
 
 class IncompleteFailoverError(FailoverError):
     """An earlier failover run of the cluster stopped half-way; its journal says where."""
+
+
+# -- cloud providers --------------------------------------------------------------------------
+#: What a cloud provider error's ``code`` says to do: install the extra the message names; fix the
+#: block (unknown zone, target group, bad input); fix the credentials the provider refused; wait
+#: (throttling: retried with bounded backoff before it is raised); look again (the resource
+#: changed or already exists); retry later (endpoint unreachable, a 5xx); anything else.
+MISSING_SDK = "missing-sdk"
+CONFIGURATION = "configuration"
+AUTH = "auth"
+THROTTLING = "throttling"
+CONFLICT = "conflict"
+UNAVAILABLE = "unavailable"
+PROVIDER = "provider"
+CLOUD_ERROR_CODES = (MISSING_SDK, CONFIGURATION, AUTH, THROTTLING, CONFLICT, UNAVAILABLE, PROVIDER)
+
+
+class CloudProviderError(SiprecBackupError):
+    """A cloud provider call failed: ``provider`` (``"aws"``), ``service`` (``"route53"``),
+    ``code`` (one of :data:`CLOUD_ERROR_CODES`), ``message`` (the provider's words, secret-free)
+    and ``provider_code`` (the provider's own error code, ``"Throttling"``) when it gave one."""
+
+    def __init__(
+        self, message: str, *, provider: str, service: str, code: str, provider_code: str = ""
+    ) -> None:
+        detail = f" [{provider_code}]" if provider_code else ""
+        super().__init__(f"{provider} {service}: {code}{detail}: {message}")
+        self.provider = provider
+        self.service = service
+        self.code = code
+        self.message = message
+        self.provider_code = provider_code
+
+    @property
+    def retryable(self) -> bool:
+        """Whether retrying later may succeed (throttling only: the backoff retries it)."""
+        return self.code == THROTTLING
+
+
+class CloudLoadBalancerError(CloudProviderError, LoadBalancerError):
+    """A cloud load balancer call failed (ELBv2, GCP backend services, Azure LB): a
+    :class:`LoadBalancerError`, so flows handle it like any load balancer's."""
+
+
+class CloudDnsError(CloudProviderError, DnsError):
+    """A cloud DNS call failed (Route53, Cloud DNS, Azure DNS, Cloudflare): a :class:`DnsError`,
+    so flows handle it like BIND's."""

@@ -4,7 +4,7 @@ Credentials come from explicit keys, a named profile, or boto3's default chain (
 instance role); ``role_arn`` then assumes a role through STS on top of whichever of those applies.
 ``endpoint_url`` points every client at an emulator (moto). boto3 is an optional extra and is
 imported only when a client is built: without it the factory raises a
-:class:`~siprec_backup.cloud.errors.CloudProviderError` with code ``missing-sdk`` that names
+:class:`~siprec_backup.errors.CloudProviderError` with code ``missing-sdk`` that names
 ``pip install 'siprec-backup[aws]'``.
 
 Clients are built with botocore's own retries turned off, so :func:`call` is the one place that
@@ -18,13 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from siprec_backup.cloud.errors import (
-    CONFIGURATION,
-    THROTTLING,
-    CloudProviderError,
-    classify,
-    missing_sdk,
-)
+from siprec_backup.cloud.errors import classify, missing_sdk
+from siprec_backup.cloud.retry import RetryPolicy, with_retries
+from siprec_backup.errors import CONFIGURATION, CloudProviderError
 
 PROVIDER = "aws"
 
@@ -58,20 +54,6 @@ class AwsCredentials:
         if self.endpoint_url:
             parts.append(f"endpoint {self.endpoint_url}")
         return ", ".join(parts)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retries of throttled calls: ``attempts`` in all, waiting ``base_delay * 2**n`` seconds
-    (at most ``max_delay``) between them."""
-
-    attempts: int = 5
-    base_delay: float = 0.2
-    max_delay: float = 5.0
-
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (0-based)."""
-        return float(min(self.max_delay, self.base_delay * 2**retry))
 
 
 def boto3_module(
@@ -185,22 +167,9 @@ def call(
     """``method(**kwargs)``, retrying throttling with exponential backoff (``retry``, bounded);
     any failure raised as ``family`` classified by :func:`~siprec_backup.cloud.errors.classify`.
     """
-    policy = retry or RetryPolicy()
-    attempt = 0
-    while True:
-        try:
-            return method(**kwargs)
-        except Exception as exc:
-            error = classify(exc, service=service, family=family)
-            attempt += 1
-            if error.code != THROTTLING or attempt >= policy.attempts:
-                if error.code == THROTTLING:
-                    error = family(
-                        f"{error.message} (still throttled after {attempt} attempts)",
-                        provider=error.provider,
-                        service=error.service,
-                        code=error.code,
-                        provider_code=error.provider_code,
-                    )
-                raise error from None
-            sleep(policy.delay(attempt - 1))
+    return with_retries(
+        lambda: method(**kwargs),
+        lambda exc: classify(exc, service=service, family=family),
+        policy=retry,
+        sleep=sleep,
+    )

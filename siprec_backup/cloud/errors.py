@@ -1,35 +1,31 @@
-"""The cloud provider error contract: every provider failure carries provider, service, code and
-message, and the code says what to do about it.
+"""Classifying provider failures onto the error contract of :class:`~siprec_backup.errors.
+CloudProviderError` (provider, service, code, message), and the missing-SDK error.
 
-Codes: :data:`MISSING_SDK` (install the extra the message names), :data:`CONFIGURATION` (fix the
-block: unknown zone, target group, bad input), :data:`AUTH` (the provider refused our
-credentials), :data:`THROTTLING` (retried with bounded exponential backoff, then raised),
-:data:`CONFLICT` (the resource changed or already exists), :data:`UNAVAILABLE` (cannot reach the
-endpoint, or a 5xx) and :data:`PROVIDER` (anything else the provider answered).
-
-:class:`CloudLoadBalancerError` and :class:`CloudDnsError` also derive from the lever errors
-(:class:`~siprec_backup.errors.LoadBalancerError`, :class:`~siprec_backup.errors.DnsError`), so a
-failover flow that handles those handles cloud levers unchanged. Messages never hold secrets.
+Every provider maps its own error codes first (botocore's ``Error.Code`` here; the REST providers
+in their modules) and falls back on the HTTP status with :func:`code_for_status`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from siprec_backup.errors import DnsError, LoadBalancerError, SiprecBackupError
-
-MISSING_SDK = "missing-sdk"
-CONFIGURATION = "configuration"
-AUTH = "auth"
-THROTTLING = "throttling"
-CONFLICT = "conflict"
-UNAVAILABLE = "unavailable"
-PROVIDER = "provider"
-
-CODES = (MISSING_SDK, CONFIGURATION, AUTH, THROTTLING, CONFLICT, UNAVAILABLE, PROVIDER)
+from siprec_backup.errors import (
+    AUTH,
+    CONFIGURATION,
+    CONFLICT,
+    MISSING_SDK,
+    PROVIDER,
+    THROTTLING,
+    UNAVAILABLE,
+    CloudProviderError,
+)
 
 #: The pip command that installs each provider's optional SDK.
-INSTALL_HINTS = {"aws": "pip install 'siprec-backup[aws]'"}
+INSTALL_HINTS = {
+    "aws": "pip install 'siprec-backup[aws]'",
+    "gcp": "pip install 'siprec-backup[gcp]'",
+    "azure": "pip install 'siprec-backup[azure]'",
+}
 
 #: botocore ``Error.Code`` values by our code (anything else: by HTTP status).
 AWS_CODES: dict[str, str] = {
@@ -85,36 +81,6 @@ AWS_CODES: dict[str, str] = {
 _CONFLICT_PHRASES = ("already exists", "not found", "do not match", "does not match")
 
 
-class CloudProviderError(SiprecBackupError):
-    """A cloud provider call failed: ``provider`` (``"aws"``), ``service`` (``"route53"``),
-    ``code`` (one of :data:`CODES`), ``message`` (the provider's words, secret-free) and
-    ``provider_code`` (the provider's own error code, ``"Throttling"``) when it gave one."""
-
-    def __init__(
-        self, message: str, *, provider: str, service: str, code: str, provider_code: str = ""
-    ) -> None:
-        detail = f" [{provider_code}]" if provider_code else ""
-        super().__init__(f"{provider} {service}: {code}{detail}: {message}")
-        self.provider = provider
-        self.service = service
-        self.code = code
-        self.message = message
-        self.provider_code = provider_code
-
-    @property
-    def retryable(self) -> bool:
-        """Whether retrying later may succeed (throttling only: the backoff retries it)."""
-        return self.code == THROTTLING
-
-
-class CloudLoadBalancerError(CloudProviderError, LoadBalancerError):
-    """A cloud load balancer call failed (ELBv2...)."""
-
-
-class CloudDnsError(CloudProviderError, DnsError):
-    """A cloud DNS call failed (Route53...)."""
-
-
 def missing_sdk(
     provider: str, service: str, package: str, family: type[CloudProviderError] = CloudProviderError
 ) -> CloudProviderError:
@@ -128,23 +94,26 @@ def missing_sdk(
     )
 
 
-def _aws_code(provider_code: str, message: str, status: int) -> str:
-    if provider_code == "InvalidChangeBatch":
-        lowered = message.lower()
-        return CONFLICT if any(p in lowered for p in _CONFLICT_PHRASES) else CONFIGURATION
-    if provider_code in AWS_CODES:
-        return AWS_CODES[provider_code]
+def code_for_status(status: int) -> str:
+    """Our code for an HTTP status the provider gave no more specific error code for."""
     if status in (401, 403):
         return AUTH
     if status == 429:
         return THROTTLING
-    if status == 409:
+    if status in (409, 412):  # 412: an If-Match / fingerprint that no longer matches
         return CONFLICT
     if status >= 500:
         return UNAVAILABLE
-    if status in (400, 404):
+    if status in (400, 404, 405, 422):
         return CONFIGURATION
     return PROVIDER
+
+
+def _aws_code(provider_code: str, message: str, status: int) -> str:
+    if provider_code == "InvalidChangeBatch":
+        lowered = message.lower()
+        return CONFLICT if any(p in lowered for p in _CONFLICT_PHRASES) else CONFIGURATION
+    return AWS_CODES.get(provider_code) or code_for_status(status)
 
 
 def classify(

@@ -1,12 +1,13 @@
-"""DNS levers: change records on a zone's primary and verify them on every nameserver.
+"""DNS levers: change records on a zone and verify them on every nameserver.
 
-:class:`BindDns` sends TSIG-signed RFC 2136 updates (BIND, Knot, PowerDNS...) built from
-:class:`Change` objects, prints plans without sending, and lowers/restores TTLs around a planned
-cutover; :func:`wait_for_propagation` asks each authoritative nameserver directly until all serve
-the change.
+Every lever is a :class:`DnsZone` (the cloud ones an :class:`ApiDnsZone`): plans without sending,
+changes, TTLs lowered and restored around a cutover. :class:`BindDns` sends TSIG-signed RFC 2136
+updates (BIND, Knot, PowerDNS...); :func:`wait_for_propagation` asks each authoritative
+nameserver directly until all serve the change.
 """
 
-from siprec_backup.dns.bind import TSIG_ALGORITHMS, BindDns, TtlChange, UpdateResult
+from siprec_backup.dns.base import ApiDnsZone, DnsZone, TtlChange, UpdateResult
+from siprec_backup.dns.bind import TSIG_ALGORITHMS, BindDns
 from siprec_backup.dns.propagation import (
     Nameserver,
     NameserverState,
@@ -27,8 +28,10 @@ from siprec_backup.dns.records import (
 __all__ = [
     "RTYPES",
     "TSIG_ALGORITHMS",
+    "ApiDnsZone",
     "BindDns",
     "Change",
+    "DnsZone",
     "Nameserver",
     "NameserverState",
     "PropagationResult",

@@ -27,6 +27,7 @@ import dns.rdatatype
 import dns.tsig
 import dns.update
 
+from siprec_backup.dns.base import DnsZone, TtlChange, UpdateResult
 from siprec_backup.dns.propagation import (
     Nameserver,
     PropagationResult,
@@ -35,15 +36,7 @@ from siprec_backup.dns.propagation import (
     soa_serial,
     wait_for_propagation,
 )
-from siprec_backup.dns.records import (
-    Change,
-    RecordSet,
-    absolute_name,
-    check_targets,
-    normalise,
-    plan_line,
-    zone_name,
-)
+from siprec_backup.dns.records import Change, RecordSet, absolute_name, zone_name
 from siprec_backup.errors import ConfigurationError, DnsError, DnsUpdateRefusedError
 
 #: TSIG algorithms by the names BIND's ``tsig-keygen -a`` uses.
@@ -69,35 +62,8 @@ _RCODE_HINTS = {
 }
 
 
-@dataclass(frozen=True)
-class UpdateResult:
-    """An applied update: the zone's serial right after it and the time the update took."""
-
-    zone: str
-    changes: tuple[Change, ...]
-    serial: int
-    seconds: float
-
-    @property
-    def expected(self) -> tuple[RecordSet, ...]:
-        """What every nameserver must serve once the update has propagated."""
-        return tuple(c.expected for c in self.changes)
-
-
-@dataclass(frozen=True)
-class TtlChange:
-    """A TTL set by :meth:`BindDns.lower_ttl` or :meth:`BindDns.restore_ttl`.
-
-    ``update`` is None when nothing had to change (the TTL was already low enough, or equal).
-    """
-
-    record: RecordSet
-    previous_ttl: int
-    update: UpdateResult | None
-
-
 @dataclass
-class BindDns:
+class BindDns(DnsZone):
     """One zone on a primary that accepts TSIG-signed RFC 2136 updates.
 
     >>> dns = BindDns("siprec.lab", "127.0.0.1:5353", "ddns-key", "hmac-sha256", secret)
@@ -138,6 +104,10 @@ class BindDns:
         if self.timeout <= 0:
             raise ConfigurationError("the DNS timeout must be positive")
 
+    def describe(self) -> str:
+        """``BIND zone siprec.lab. on 127.0.0.1:5353``: secret-free, for logs."""
+        return f"BIND zone {self.zone} on {self._primary.address}"
+
     # --- reading ---------------------------------------------------------------------------
 
     def lookup(self, name: str, rtype: str) -> RecordSet:
@@ -150,16 +120,6 @@ class BindDns:
         return soa_serial(self._primary, self._origin, self.timeout)
 
     # --- planning and applying -------------------------------------------------------------
-
-    def plan(self, changes: Sequence[Change]) -> list[str]:
-        """One line per change, against what the primary serves now; sends no update.
-
-        ``replace db.siprec.lab. 60 A 10.0.0.1 -> 10.0.0.2``, ``create ...``, ``delete ...``.
-        Raises ConfigurationError as :meth:`apply` would (bad names, an MX/SRV target without
-        an address record).
-        """
-        normal = self._prepare(changes)
-        return [plan_line(c, self.lookup(c.record.name, c.record.rtype)) for c in normal]
 
     def apply(self, changes: Sequence[Change]) -> UpdateResult:
         """Send the changes as one atomic, signed update; return the serial after it.
@@ -190,29 +150,6 @@ class BindDns:
         return UpdateResult(self.zone, tuple(normal), serial, time.monotonic() - start)
 
     # --- TTL management --------------------------------------------------------------------
-
-    def lower_ttl(self, name: str, rtype: str, ttl: int) -> TtlChange:
-        """Lower the TTL of an existing record set ahead of a planned cutover, keeping its
-        values; ``previous_ttl`` is what :meth:`restore_ttl` puts back afterwards. A TTL already
-        at or below ``ttl`` is left alone."""
-        current = self._existing(name, rtype)
-        if current.ttl <= ttl:
-            return TtlChange(current, current.ttl, None)
-        return self._set_ttl(current, ttl)
-
-    def restore_ttl(self, name: str, rtype: str, ttl: int) -> TtlChange:
-        """Set the TTL of an existing record set back to ``ttl``, keeping its values (which may
-        have changed during the cutover)."""
-        current = self._existing(name, rtype)
-        if current.ttl == ttl:
-            return TtlChange(current, current.ttl, None)
-        return self._set_ttl(current, ttl)
-
-    def _existing(self, name: str, rtype: str) -> RecordSet:
-        current = self.lookup(name, rtype)
-        if not current.present:
-            raise DnsError(f"{current.name} has no {current.rtype} record on {self.primary}")
-        return current
 
     def _set_ttl(self, current: RecordSet, ttl: int) -> TtlChange:
         start = time.monotonic()
@@ -257,15 +194,6 @@ class BindDns:
         )
 
     # --- plumbing --------------------------------------------------------------------------
-
-    def _prepare(self, changes: Sequence[Change]) -> list[Change]:
-        normal = normalise(changes, self._origin)
-        check_targets(
-            normal,
-            self._origin,
-            lambda target, rtype: self.lookup(target.to_text(), rtype).present,
-        )
-        return normal
 
     def _message(self) -> dns.update.UpdateMessage:
         return dns.update.UpdateMessage(

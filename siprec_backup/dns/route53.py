@@ -11,7 +11,7 @@ through the API and, when ``nameservers`` are given, asks each of them directly.
 
 Route53 has no zone serial: :attr:`UpdateResult.serial` is 0 and the nameserver check is on the
 records only. Only simple routing record sets are managed (no alias, weighted or latency sets).
-Errors are :class:`~siprec_backup.cloud.errors.CloudDnsError` (a :class:`DnsError`).
+Errors are :class:`~siprec_backup.errors.CloudDnsError` (a :class:`DnsError`).
 """
 
 from __future__ import annotations
@@ -23,25 +23,11 @@ from typing import Any
 
 import dns.name
 
-from siprec_backup.cloud.aws import AwsCredentials, RetryPolicy, aws_client, call
-from siprec_backup.cloud.errors import CONFIGURATION, CONFLICT, PROVIDER, CloudDnsError
-from siprec_backup.dns.bind import TtlChange, UpdateResult
-from siprec_backup.dns.propagation import (
-    Nameserver,
-    NameserverState,
-    PropagationResult,
-    wait_for_propagation,
-)
-from siprec_backup.dns.records import (
-    Change,
-    RecordSet,
-    absolute_name,
-    check_targets,
-    normalise,
-    plan_line,
-    zone_name,
-)
-from siprec_backup.errors import PropagationError
+from siprec_backup.cloud.aws import AwsCredentials, aws_client, call
+from siprec_backup.cloud.retry import RetryPolicy
+from siprec_backup.dns.base import ApiDnsZone, UpdateResult
+from siprec_backup.dns.records import Change, RecordSet, absolute_name, zone_name
+from siprec_backup.errors import CloudDnsError
 
 SERVICE = "route53"
 
@@ -49,20 +35,8 @@ SERVICE = "route53"
 ACTIONS = {"create": "CREATE", "replace": "UPSERT", "delete": "DELETE"}
 
 
-@dataclass(frozen=True)
-class Route53UpdateResult(UpdateResult):
-    """An applied Route53 change batch: its change id and the status Route53 answered."""
-
-    change_id: str = ""
-    status: str = ""
-
-
-def _error(message: str, code: str = CONFIGURATION) -> CloudDnsError:
-    return CloudDnsError(message, provider="aws", service=SERVICE, code=code)
-
-
 @dataclass
-class Route53Dns:
+class Route53Dns(ApiDnsZone):
     """One Route53 hosted zone.
 
     >>> r53 = Route53Dns("siprec.example.com", credentials=AwsCredentials(profile="ops"))
@@ -83,6 +57,9 @@ class Route53Dns:
     #: Whether a private hosted zone is meant (when two zones share the name).
     private: bool | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    provider = "aws"
+    service = SERVICE
+    done_status = "INSYNC"
 
     def __post_init__(self) -> None:
         self._origin = zone_name(self.zone)
@@ -90,7 +67,7 @@ class Route53Dns:
         if self.hosted_zone_id:
             self.hosted_zone_id = self.hosted_zone_id.rsplit("/", 1)[-1]
         if self.timeout <= 0 or self.poll_interval <= 0:
-            raise _error("the Route53 timeout and poll interval must be positive")
+            raise self._error("the Route53 timeout and poll interval must be positive")
 
     def describe(self) -> str:
         """``Route53 zone siprec.lab. (Z0123)``: secret-free, for logs."""
@@ -127,10 +104,10 @@ class Route53Dns:
             )
         ]
         if not matches:
-            raise _error(f"no Route53 hosted zone named {self.zone}")
+            raise self._error(f"no Route53 hosted zone named {self.zone}")
         if len(matches) > 1:
             ids = ", ".join(z["Id"].rsplit("/", 1)[-1] for z in matches)
-            raise _error(
+            raise self._error(
                 f"{len(matches)} hosted zones are named {self.zone} ({ids}): set hosted_zone_id"
             )
         return str(matches[0]["Id"]).rsplit("/", 1)[-1]
@@ -162,59 +139,26 @@ class Route53Dns:
     def _record(self, raw: dict[str, Any], rtype: str) -> RecordSet:
         name = dns.name.from_text(raw["Name"]).canonicalize().to_text()
         if "AliasTarget" in raw or "SetIdentifier" in raw:
-            raise _error(
+            raise self._error(
                 f"{name} {rtype} is an alias or routing-policy record set, which this lever does"
                 " not manage"
             )
         values = tuple(str(r["Value"]) for r in raw.get("ResourceRecords", []))
         return RecordSet(name, rtype, int(raw.get("TTL", 0)), values).in_zone(self._origin)
 
-    def serial(self) -> int:
-        """Route53 keeps no zone serial: always 0."""
-        return 0
+    # --- applying ----------------------------------------------------------------------------
 
-    # --- planning and applying -------------------------------------------------------------
-
-    def plan(self, changes: Sequence[Change]) -> list[str]:
-        """One line per change against what Route53 holds now; sends no change."""
-        normal = self._prepare(changes)
-        return [plan_line(c, self.lookup(c.record.name, c.record.rtype)) for c in normal]
-
-    def apply(self, changes: Sequence[Change]) -> Route53UpdateResult:
-        """Send the changes as one ChangeBatch; the result carries the change id to wait on.
-
-        CloudDnsError code "conflict" if a create finds the set already there (or a delete's set
-        changed meanwhile), "configuration" for invalid changes.
-        """
+    def _send(self, changes: Sequence[tuple[Change, RecordSet]], comment: str) -> UpdateResult:
+        """One ChangeBatch: CREATE / UPSERT / DELETE of the set as Route53 holds it now (nothing
+        for a delete of an absent set)."""
         start = time.monotonic()
-        normal = self._prepare(changes)
-        if not normal:
-            raise _error("no DNS changes to apply")
         batch = []
-        for change in normal:
-            record = change.record
+        for change, current in changes:
             if change.action == "delete":
-                current = self.lookup(record.name, record.rtype)
                 if current.present:
                     batch.append(_api_change("DELETE", current))
-                continue
-            if change.action == "create":
-                self._absent(record)
-            batch.append(_api_change(ACTIONS[change.action], record))
-        return self._submit(batch, tuple(normal), start, "siprec-backup DNS lever")
-
-    def _absent(self, record: RecordSet) -> None:
-        """Refuse a create whose record set exists before sending it (Route53 refuses it too,
-        but emulators do not always, and this message names the values found)."""
-        current = self.lookup(record.name, record.rtype)
-        if current.present:
-            raise _error(
-                f"create {record.name} {record.rtype}: exists as {current.describe()}", CONFLICT
-            )
-
-    def _submit(
-        self, batch: list[dict[str, Any]], changes: tuple[Change, ...], start: float, comment: str
-    ) -> Route53UpdateResult:
+            else:
+                batch.append(_api_change(ACTIONS[change.action], change.record))
         change_id, status = "", "INSYNC"
         if batch:
             answer = self._call(
@@ -224,123 +168,19 @@ class Route53Dns:
             )
             info = answer["ChangeInfo"]
             change_id, status = str(info["Id"]).rsplit("/", 1)[-1], str(info["Status"])
-        return Route53UpdateResult(
+        return UpdateResult(
             zone=self.zone,
-            changes=changes,
+            changes=tuple(c for c, _ in changes),
             serial=0,
             seconds=time.monotonic() - start,
             change_id=change_id,
             status=status,
         )
 
-    def _prepare(self, changes: Sequence[Change]) -> list[Change]:
-        normal = normalise(changes, self._origin)
-        check_targets(
-            normal,
-            self._origin,
-            lambda target, rtype: self.lookup(target.to_text(), rtype).present,
-        )
-        return normal
-
-    # --- TTL management --------------------------------------------------------------------
-
-    def lower_ttl(self, name: str, rtype: str, ttl: int) -> TtlChange:
-        """Lower the TTL of an existing record set, keeping its values (left alone if already at
-        or below ``ttl``); ``previous_ttl`` is what :meth:`restore_ttl` puts back."""
-        current = self._existing(name, rtype)
-        if current.ttl <= ttl:
-            return TtlChange(current, current.ttl, None)
-        return self._set_ttl(current, ttl)
-
-    def restore_ttl(self, name: str, rtype: str, ttl: int) -> TtlChange:
-        """Set the TTL of an existing record set back to ``ttl``, keeping its values."""
-        current = self._existing(name, rtype)
-        if current.ttl == ttl:
-            return TtlChange(current, current.ttl, None)
-        return self._set_ttl(current, ttl)
-
-    def _existing(self, name: str, rtype: str) -> RecordSet:
-        current = self.lookup(name, rtype)
-        if not current.present:
-            raise _error(f"{current.name} has no {current.rtype} record in {self.describe()}")
-        return current
-
-    def _set_ttl(self, current: RecordSet, ttl: int) -> TtlChange:
-        start = time.monotonic()
-        target = RecordSet(current.name, current.rtype, ttl, current.values)
-        batch = [_api_change("UPSERT", target)]
-        result = self._submit(batch, (Change("replace", target),), start, "siprec-backup TTL")
-        return TtlChange(target, current.ttl, result)
-
     # --- propagation -----------------------------------------------------------------------
 
-    def wait_insync(self, result: UpdateResult, *, deadline: float = 120.0) -> float:
-        """Poll GetChange until INSYNC; return the seconds waited (PropagationError after
-        ``deadline`` seconds)."""
-        change_id = getattr(result, "change_id", "")
-        start = time.monotonic()
-        if not change_id or getattr(result, "status", "") == "INSYNC":
-            return 0.0
-        while True:
-            status = str(self._call("get_change", Id=change_id)["ChangeInfo"]["Status"])
-            elapsed = time.monotonic() - start
-            if status == "INSYNC":
-                return elapsed
-            if elapsed >= deadline:
-                raise PropagationError(
-                    f"Route53 change {change_id} on {self.zone} still {status} after"
-                    f" {deadline:g} s",
-                    disagreeing=[f"route53:{change_id}"],
-                )
-            time.sleep(min(self.poll_interval, max(0.0, deadline - elapsed)))
-
-    def authoritative_nameservers(self) -> list[Nameserver]:
-        """The configured ``nameservers`` (Route53's own are checked through the API)."""
-        return [Nameserver.parse(text) for text in self.nameservers]
-
-    def wait_propagated(
-        self,
-        result: UpdateResult,
-        *,
-        deadline: float = 120.0,
-        interval: float = 0.1,
-    ) -> PropagationResult:
-        """Wait for INSYNC, check every expected record set through the API, then (when
-        ``nameservers`` are configured) wait until each serves them; all within ``deadline``."""
-        start = time.monotonic()
-        self.wait_insync(result, deadline=deadline)
-        expected = tuple(r.in_zone(self._origin) for r in result.expected)
-        self._verify_api(expected)
-        left = max(0.0, deadline - (time.monotonic() - start))
-        if self.nameservers:
-            found = wait_for_propagation(
-                self.authoritative_nameservers(),
-                self.zone,
-                expected,
-                min_serial=0,
-                deadline=left,
-                interval=interval,
-                timeout=min(self.timeout, 2.0),
-            )
-            states = found.nameservers
-        else:
-            states = ()
-        return PropagationResult(
-            zone=self.zone,
-            min_serial=0,
-            expected=expected,
-            nameservers=states,
-            seconds=time.monotonic() - start,
-        )
-
-    def _verify_api(self, expected: Sequence[RecordSet]) -> None:
-        wrong = []
-        for want in expected:
-            have = self.lookup(want.name, want.rtype)
-            if have.values != want.values or (want.present and have.ttl != want.ttl):
-                wrong.append(f"holds {have.describe()}, expected {want.describe()}")
-        if wrong:
-            raise _error(f"{self.describe()} after INSYNC: {'; '.join(wrong)}", PROVIDER)
+    def _change_status(self, change_id: str) -> str:
+        return str(self._call("get_change", Id=change_id)["ChangeInfo"]["Status"])
 
 
 def _same_name(route53_name: str, qname: str) -> bool:
@@ -360,4 +200,4 @@ def _api_change(action: str, record: RecordSet) -> dict[str, Any]:
     }
 
 
-__all__ = ["NameserverState", "Route53Dns", "Route53UpdateResult"]
+__all__ = ["Route53Dns"]

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from siprec_backup.cloud.aws import AwsCredentials, RetryPolicy, aws_client, call
-from siprec_backup.cloud.errors import CONFIGURATION, CloudLoadBalancerError
-from siprec_backup.errors import DrainTimeoutError
+from siprec_backup.cloud.aws import AwsCredentials, aws_client, call
+from siprec_backup.cloud.retry import RetryPolicy
+from siprec_backup.errors import CONFIGURATION, CloudLoadBalancerError, DrainTimeoutError
 from siprec_backup.traffic.base import (
     DOWN,
     DRAIN,

@@ -26,8 +26,13 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from siprec_backup.cloud.aws import AwsCredentials, RetryPolicy, aws_client
-from siprec_backup.cloud.errors import (
+from siprec_backup.cloud.aws import AwsCredentials, aws_client
+from siprec_backup.cloud.errors import classify
+from siprec_backup.cloud.retry import RetryPolicy
+from siprec_backup.dns.base import UpdateResult
+from siprec_backup.dns.records import Change, RecordSet
+from siprec_backup.dns.route53 import Route53Dns
+from siprec_backup.errors import (
     AUTH,
     CONFIGURATION,
     CONFLICT,
@@ -36,11 +41,10 @@ from siprec_backup.cloud.errors import (
     CloudDnsError,
     CloudLoadBalancerError,
     CloudProviderError,
-    classify,
+    DnsError,
+    LoadBalancerError,
+    PropagationError,
 )
-from siprec_backup.dns.records import Change, RecordSet
-from siprec_backup.dns.route53 import Route53Dns, Route53UpdateResult
-from siprec_backup.errors import DnsError, LoadBalancerError, PropagationError
 from siprec_backup.lab import _process
 from siprec_backup.lab.object_stores import answers_http
 from siprec_backup.traffic.aws_elb import AwsTargetGroup
@@ -395,13 +399,13 @@ def test_route53_waits_for_insync(fake_aws: tuple[FakeAws, str]) -> None:
     fake.reply = lambda n, body: (200, _change_xml("PENDING" if n <= 2 else "INSYNC"))
     r53 = Route53Dns("siprec.lab", hosted_zone_id="Z1", credentials=_fake_creds(url))
     r53.poll_interval = 0.05
-    pending = Route53UpdateResult("siprec.lab.", (), 0, 0.0, change_id="C1", status="PENDING")
-    assert r53.wait_insync(pending, deadline=5.0) < 5.0
+    pending = UpdateResult("siprec.lab.", (), 0, 0.0, change_id="C1", status="PENDING")
+    assert r53.wait_done(pending, deadline=5.0) < 5.0
     assert len(fake.requests) == 3 and fake.requests[0].startswith("GET /2013-04-01/change/C1")
 
     fake.reply = lambda n, body: (200, _change_xml("PENDING"))
     with pytest.raises(PropagationError, match=r"still PENDING after 0\.3 s"):
-        r53.wait_insync(pending, deadline=0.3)
+        r53.wait_done(pending, deadline=0.3)
 
 
 def test_drain_timeout_while_still_draining(fake_aws: tuple[FakeAws, str]) -> None:
@@ -497,8 +501,8 @@ def test_classify_botocore_client_errors(
 _NO_BOTO3 = """
 import sys
 sys.modules["boto3"] = None  # import boto3 now fails as if the extra were not installed
-from siprec_backup.cloud.errors import CloudProviderError
-from siprec_backup.dns.route53 import Route53Dns, Route53UpdateResult
+from siprec_backup.dns.route53 import Route53Dns
+from siprec_backup.errors import CloudProviderError
 from siprec_backup.traffic.aws_elb import AwsTargetGroup
 levers = (AwsTargetGroup(["sip"]).servers, Route53Dns("siprec.lab").zone_id)
 for lever in levers:
