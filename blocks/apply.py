@@ -2,19 +2,24 @@
 
 The file has the seed's shape; each section is one mapping or a list of them::
 
-    load_balancer:                  # or a list; type: haproxy | nginx | nginx_plus
+    load_balancer:                  # or a list; type: haproxy | nginx | nginx_plus | aws_elb ...
       name: lb                      # block name (default: load-balancer)
       type: haproxy
       endpoint: http://haproxy:8404/stats
       runtime_api: haproxy:9999
       username: admin
       password: ${HAPROXY_STATS_PASSWORD}
-    dns:                            # provider: bind
+    dns:                            # provider: bind | route53 | cloudflare | ...
       name: dns                     # (default: dns)
       provider: bind
       zone: example.com
       nameservers: ["ns1.example.com:53", "ns2.example.com:53"]
       credentials: {key_name: ddns-key, algorithm: hmac-sha256, secret: ${TSIG_SECRET}}
+
+A cloud entry's ``credentials`` mapping holds the fields of its provider's credentials block
+(``region``, ``access_key_id``, ``secret_access_key``... for AWS; ``api_token`` for Cloudflare),
+saved inside the entry's block. As in the seed, an ``aws_elb`` entry's ``endpoint`` is its
+region (or an endpoint URL).
     ssh:                            # a list of hosts; name required
       - name: db1
         host: db1.example.com
@@ -38,7 +43,7 @@ from typing import Any
 from prefect.blocks.core import Block
 from pydantic import ValidationError
 
-from blocks.dns import BindDnsZone
+from blocks.dns import DNS_ZONE_TYPES, BindDnsZone
 from blocks.load_balancers import LOAD_BALANCER_TYPES
 from blocks.ssh import SshHost
 from siprec_backup.config_file import load_config_file, sections
@@ -48,7 +53,6 @@ from siprec_backup.errors import ConfigurationError
 BLOCK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 #: Sections the file may have (anything else is a typo worth an error).
 SECTIONS = ("load_balancer", "dns", "ssh")
-DNS_PROVIDERS = ("bind",)
 #: ``credentials`` fields of a BIND zone -> the block's fields.
 BIND_CREDENTIALS = {"key_name": "key_name", "algorithm": "key_algorithm", "secret": "key_secret"}
 
@@ -137,15 +141,45 @@ def _load_balancer(path: Path, where: str, fields: dict[str, Any]) -> Block:
             f"{path}: {where}.endpoint: open-source nginx is driven through its upstream "
             "include files (includes, pid_file); for the NGINX Plus API write type: nginx_plus"
         )
-    return _validated(path, where, LOAD_BALANCER_TYPES[kind], fields)
+    if kind == "aws_elb" and "endpoint" in fields:
+        endpoint = fields.pop("endpoint")
+        key = "endpoint_url" if str(endpoint).startswith(("http://", "https://")) else "region"
+        credentials = fields.setdefault("credentials", {})
+        if isinstance(credentials, dict):
+            credentials.setdefault(key, endpoint)
+    return _validated(
+        path,
+        where,
+        LOAD_BALANCER_TYPES[kind],
+        _nested_credentials(path, where, LOAD_BALANCER_TYPES[kind], fields),
+    )
+
+
+def _nested_credentials(
+    path: Path, where: str, cls: type[Block], fields: dict[str, Any]
+) -> dict[str, Any]:
+    """A cloud block's ``credentials`` mapping made into its credentials block."""
+    field = cls.model_fields.get("credentials")
+    credentials = fields.get("credentials")
+    if field is None or credentials is None:
+        return fields
+    if not isinstance(credentials, dict):
+        raise ConfigurationError(f"{path}: {where}.credentials: expected a mapping")
+    kind = field.annotation
+    assert isinstance(kind, type) and issubclass(kind, Block)
+    fields["credentials"] = _validated(path, f"{where}.credentials", kind, dict(credentials))
+    return fields
 
 
 def _dns(path: Path, where: str, fields: dict[str, Any]) -> Block:
     provider = fields.pop("provider", None)
-    if provider not in DNS_PROVIDERS:
+    if provider not in DNS_ZONE_TYPES:
         raise ConfigurationError(
-            f"{path}: {where}.provider: {provider!r} is not one of {', '.join(DNS_PROVIDERS)}"
+            f"{path}: {where}.provider: {provider!r} is not one of {', '.join(DNS_ZONE_TYPES)}"
         )
+    if provider != "bind":
+        cls = DNS_ZONE_TYPES[provider]
+        return _validated(path, where, cls, _nested_credentials(path, where, cls, fields))
     credentials = fields.pop("credentials", None) or {}
     if not isinstance(credentials, dict):
         raise ConfigurationError(f"{path}: {where}.credentials: expected a mapping")

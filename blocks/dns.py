@@ -1,4 +1,8 @@
-"""DNS zone blocks: where a failover's record changes go and where they are verified."""
+"""DNS zone blocks and the loader that finds one by name, whatever its provider.
+
+Each block builds the engine's :class:`~siprec_backup.dns.DnsZone`, so flows, tasks and the CLI
+change records the same way on BIND, Route53, Cloud DNS, Azure DNS and Cloudflare.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from blocks._docs import DOCS_URL
-from siprec_backup.dns import TSIG_ALGORITHMS, BindDns
+from blocks.aws import Route53Zone
+from blocks.loading import load_one_of
+from siprec_backup.dns import TSIG_ALGORITHMS, BindDns, DnsZone
 from siprec_backup.errors import ConfigurationError
 
 
@@ -69,3 +75,22 @@ class BindDnsZone(Block):
             timeout=self.timeout_seconds,
             nameservers=tuple(self.nameservers),
         )
+
+
+DnsZoneBlock = BindDnsZone | Route53Zone
+
+#: The block type of each ``provider:`` a configuration file may give a DNS zone.
+DNS_ZONE_TYPES: dict[str, type[DnsZoneBlock]] = {
+    "bind": BindDnsZone,
+    "route53": Route53Zone,
+}
+
+
+def load_dns_zone_block(name: str) -> DnsZoneBlock:
+    """The DNS zone block called ``name``, whatever its provider (names are per type)."""
+    return load_one_of(tuple(DNS_ZONE_TYPES.values()), name, "DNS zone")
+
+
+def load_dns_zone(name: str) -> DnsZone:
+    """The engine lever of DNS zone block ``name``."""
+    return load_dns_zone_block(name).dns()

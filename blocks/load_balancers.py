@@ -1,4 +1,5 @@
-"""Load balancer blocks (HAProxy, nginx, NGINX Plus) and the loader that finds one by name.
+"""Load balancer blocks (HAProxy, nginx, NGINX Plus; the clouds' in their provider modules) and
+the loader that finds one by name.
 
 Each block builds the engine's :class:`~siprec_backup.traffic.LoadBalancer`, so flows, tasks and
 the CLI drive every kind through one interface: list servers, set ready / drain / maint, wait
@@ -11,6 +12,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from blocks._docs import DOCS_URL
+from blocks.aws import AwsElbTargetGroups
 from blocks.loading import load_block, load_one_of
 from blocks.ssh import SshHost
 from siprec_backup.remote import CommandRunner, LocalRunner, SshClient, SshRunner
@@ -186,13 +188,16 @@ class NginxPlusLoadBalancer(Block):
         )
 
 
-LoadBalancerBlock = HAProxyLoadBalancer | NginxLoadBalancer | NginxPlusLoadBalancer
+LoadBalancerBlock = (
+    HAProxyLoadBalancer | NginxLoadBalancer | NginxPlusLoadBalancer | AwsElbTargetGroups
+)
 
 #: The block type of each ``type:`` a configuration file may give a load balancer.
 LOAD_BALANCER_TYPES: dict[str, type[LoadBalancerBlock]] = {
     "haproxy": HAProxyLoadBalancer,
     "nginx": NginxLoadBalancer,
     "nginx_plus": NginxPlusLoadBalancer,
+    "aws_elb": AwsElbTargetGroups,
 }
 
 

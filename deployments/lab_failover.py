@@ -15,7 +15,7 @@ from blocks import MySQLDatabase, PostgresDatabase, RedisServer, ReplicationClus
 from blocks.failover import FailoverCluster, FailoverNodeSettings
 from blocks.load_balancers import HAProxyLoadBalancer
 from blocks.replication import ClusterKind, NodeRole, ReplicationNodeConfig
-from siprec_backup.dns import BindDns, Change
+from siprec_backup.dns import Change, DnsZone
 from siprec_backup.lab.clusters import LabCluster
 
 
@@ -58,16 +58,20 @@ def save_failover_blocks(
     name: str,
     *,
     haproxy_runtime: str | None = None,
+    load_balancer: str | None = None,
+    lb_servers: dict[str, str] | None = None,
     dns_block: str | None = None,
-    dns: BindDns | None = None,
+    dns: DnsZone | None = None,
     ssh_block: str | None = None,
     systemctl: str | None = None,
     notify: list[str] | None = None,
     **settings: Any,
 ) -> FailoverBlocks:
     """Save every block of ``cluster`` under names starting with ``name``; the DNS record
-    ``<name>-db`` is created in the lab zone pointing at n1. ``settings`` go to the
-    FailoverCluster block (e.g. ``max_data_loss``, ``stop_service_on_fence``)."""
+    ``<name>-db`` is created in ``dns``'s zone pointing at n1. The load balancer is the cluster's
+    HAProxy (``haproxy_runtime``: a block is saved, each node a server of backend ``name``) or an
+    existing block ``load_balancer`` whose ``backend/server`` of each node ``lb_servers`` gives.
+    ``settings`` go to the FailoverCluster block (e.g. ``max_data_loss``)."""
     nodes = []
     for node in cluster.nodes:
         block = f"{name}-{node.name}"
@@ -82,12 +86,12 @@ def save_failover_blocks(
         timeout_seconds=3,
     ).save(replication, overwrite=True)
 
-    load_balancer = None
     if haproxy_runtime:
         load_balancer = f"{name}-haproxy"
         HAProxyLoadBalancer(runtime_api=haproxy_runtime, timeout_seconds=2).save(
             load_balancer, overwrite=True
         )
+        lb_servers = {node.name: f"{name}/{node.name}" for node in cluster.nodes}
     record = None
     if dns is not None and dns_block:
         record = f"{name}-db"
@@ -103,7 +107,7 @@ def save_failover_blocks(
             FailoverNodeSettings(
                 name=node.name,
                 address=node.host,
-                lb_server=f"{name}/{node.name}" if load_balancer else None,
+                lb_server=(lb_servers or {}).get(node.name) if load_balancer else None,
                 ssh_host=ssh_block,
                 service=node.unit if ssh_block else None,
                 systemctl=systemctl or "systemctl",

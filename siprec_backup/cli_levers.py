@@ -29,7 +29,7 @@ from typing import Annotated, TypeVar, cast
 import httpx
 import typer
 
-from siprec_backup.dns import BindDns, Change, PropagationResult
+from siprec_backup.dns import Change, DnsZone, PropagationResult
 from siprec_backup.dns.records import ACTIONS, RecordSet
 from siprec_backup.errors import CommandTimeoutError, ConfigurationError
 from siprec_backup.remote import (
@@ -166,18 +166,15 @@ def _load_balancer(
     yield found.load_balancer()
 
 
-def _dns(block: str | None, config: Path | None, name: str | None) -> BindDns:
+def _dns(block: str | None, config: Path | None, name: str | None) -> DnsZone:
     _check_source(block, config, name)
-    from blocks.dns import BindDnsZone
+    from blocks.dns import DNS_ZONE_TYPES, load_dns_zone
 
     if block is not None:
-        from blocks.loading import load_block
-
         with _prefect_server():
-            return load_block(BindDnsZone, block).dns()
+            return load_dns_zone(block)
     assert config is not None
-    zone: BindDnsZone = _from_config(config, (BindDnsZone,), name, "dns")
-    return zone.dns()
+    return _from_config(config, tuple(DNS_ZONE_TYPES.values()), name, "dns").dns()
 
 
 def _ssh_config(block: str | None, config: Path | None, name: str | None) -> SshConfig:
@@ -397,7 +394,7 @@ def dns_show(
     dns = _dns(block, config, name)
     record = dns.lookup(record_name, rtype)
     typer.echo(record.describe())
-    typer.echo(f"serial {dns.serial()} on {dns.primary}")
+    typer.echo(f"serial {dns.serial()} on {dns.describe()}")
 
 
 @dns_app.command("apply")
@@ -423,7 +420,7 @@ def dns_apply(
         typer.echo(f"dry run: nothing sent (zone {dns.zone} serial {dns.serial()})")
         return
     result = dns.apply(changes)
-    typer.echo(f"applied: serial {result.serial} on {dns.primary} in {result.seconds:.2f} s")
+    typer.echo(f"applied: serial {result.serial} on {dns.describe()} in {result.seconds:.2f} s")
     if verify:
         _report_propagation(dns.wait_propagated(result, deadline=deadline))
 

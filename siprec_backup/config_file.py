@@ -30,7 +30,16 @@ from siprec_backup.errors import ConfigurationError
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ONE_VAR = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 #: Field names (or name endings) that hold secrets: their values must be one ``${VAR}``.
-SECRET_FIELDS = ("password", "passphrase", "secret", "private_key", "token", "api_key")
+SECRET_FIELDS = (
+    "password",
+    "passphrase",
+    "secret",
+    "private_key",
+    "token",
+    "api_key",
+    "secret_access_key",
+    "service_account_info",
+)
 
 
 def is_secret_field(name: str) -> bool:

@@ -17,13 +17,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import Transaction
 
+from blocks.dns import load_dns_zone as load_zone
 from blocks.load_balancers import load_load_balancer
 from siprec_backup.dns import Change, RecordSet
 from siprec_backup.errors import DrainTimeoutError, LoadBalancerError
 from siprec_backup.failover.health import HealthCheck, run_checks
 from siprec_backup.failover.plan import LbServer
 from siprec_backup.traffic import UP, UP_TRANSITIONAL, ServerStatus
-from tasks.failover import _txn, _undo, load_zone
+from tasks.failover import _txn, _undo
 
 #: States in which a server takes new connections.
 SERVING = (UP, UP_TRANSITIONAL)

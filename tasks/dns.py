@@ -10,14 +10,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.dns import BindDnsZone
-from blocks.loading import load_block
-from siprec_backup.dns import BindDns, Change, PropagationResult, TtlChange, UpdateResult
-
-
-def load_zone(block: str) -> BindDns:
-    """The engine lever of BIND zone block `block`."""
-    return load_block(BindDnsZone, block).dns()
+from blocks.dns import load_dns_zone as load_zone
+from siprec_backup.dns import Change, PropagationResult, TtlChange, UpdateResult
 
 
 @task(name="dns-plan", cache_policy=NO_CACHE)
@@ -28,7 +22,7 @@ def plan_dns_changes(block: str, changes: list[Change]) -> list[str]:
 
 @task(name="dns-apply", cache_policy=NO_CACHE)
 def apply_dns_changes(block: str, changes: list[Change]) -> UpdateResult:
-    """Send the changes as one atomic TSIG-signed update; the zone's serial after it."""
+    """Send the changes (one atomic update where the provider allows); the serial after it."""
     return load_zone(block).apply(changes)
 
 

@@ -24,12 +24,12 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import BaseTransaction, Transaction, get_transaction
 
-from blocks.dns import BindDnsZone
+from blocks.dns import load_dns_zone as load_zone
 from blocks.failover import FailoverCluster
 from blocks.load_balancers import load_load_balancer
 from blocks.loading import load_block
 from blocks.ssh import SshHost
-from siprec_backup.dns import BindDns, Change, RecordSet
+from siprec_backup.dns import Change, RecordSet
 from siprec_backup.errors import ConfigurationError, SiprecBackupError
 from siprec_backup.failover import (
     Endpoint,
@@ -228,10 +228,6 @@ def _start_service(txn: Transaction) -> None:
 
 
 # -- DNS --------------------------------------------------------------------------------------
-
-
-def load_zone(block: str) -> BindDns:
-    return load_block(BindDnsZone, block).dns()
 
 
 @task(name="failover-dns-prepare", cache_policy=NO_CACHE)

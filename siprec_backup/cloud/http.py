@@ -101,14 +101,16 @@ class RestApi:
         *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
+        data: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        """One call (retried while throttled); the response if 2xx, else the classified error."""
+        """One call (retried while throttled); the response if 2xx, else the classified error.
+        ``data`` is a form body (an OAuth2 token request)."""
 
         def attempt() -> httpx.Response:
             merged = {**self.auth(), **(headers or {})}
             response = self._http().request(
-                method, self.url(path), params=params, json=json, headers=merged
+                method, self.url(path), params=params, json=json, data=data, headers=merged
             )
             if response.is_success:
                 return response

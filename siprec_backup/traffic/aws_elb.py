@@ -8,8 +8,9 @@ until the group's deregistration delay ends, then disappears).
 
 ELB does not report a target's current sessions: :attr:`ServerStatus.current_sessions` is 1 while
 a target is draining (sessions may remain) and 0 otherwise, and :meth:`AwsTargetGroup.wait_drained`
-waits until the target has left the group or is no longer draining. A target this lever has seen
-or deregistered and that ELB no longer lists reads as MAINT ("unused: not registered").
+waits until the target has left the group or is no longer draining. A target ELB does not list
+reads as MAINT ("unused (not registered)"): a database failover's writer group usually holds only
+the primary, so the candidate is registered for the first time when it is promoted.
 """
 
 from __future__ import annotations
@@ -133,8 +134,6 @@ class AwsTargetGroup(LoadBalancer):
         self.retry = retry or RetryPolicy()
         self._client = client
         self._groups: list[TargetGroup] | None = None
-        #: Targets seen or deregistered by this lever: (group ARN, id, port).
-        self._known: set[tuple[str, str, int | None]] = set()
 
     def __repr__(self) -> str:
         return f"AwsTargetGroup({list(self.target_groups)!r}, {self.credentials.describe()})"
@@ -245,7 +244,6 @@ class AwsTargetGroup(LoadBalancer):
             raw = entry.get("Target", {})
             port = raw.get("Port")
             target = Target(str(raw.get("Id", "")), int(port) if port is not None else group.port)
-            self._known.add((group.arn, target.id, target.port))
             health = entry.get("TargetHealth", {})
             statuses.append(self._status(group, target, health))
         return statuses
@@ -270,47 +268,39 @@ class AwsTargetGroup(LoadBalancer):
         return Target(target.id, target.port if target.port is not None else group.port)
 
     def server(self, backend: str, server: str) -> ServerStatus:
-        """One target (``id`` or ``id:port``); a target this lever has seen that ELB no longer
-        lists reads as MAINT, an unknown one is a CloudLoadBalancerError."""
+        """One target (``id`` or ``id:port``); one that ELB does not list reads as MAINT."""
         group = self.group(backend)
         target = self._target(group, server)
         for status in self._health(group):
             parsed = self._target(group, status.server)
             if parsed == target:
                 return status
-        if (group.arn, target.id, target.port) in self._known:
-            return ServerStatus(
-                backend=group.label,
-                server=target.label(group.port),
-                address=target.id,
-                status="unused (not registered)",
-                state=MAINT,
-                current_sessions=0,
-                weight=1,
-            )
-        raise _config(f"{self.describe()}: backend {group.label!r} has no target {server!r}")
+        return ServerStatus(
+            backend=group.label,
+            server=target.label(group.port),
+            address=target.id,
+            status="unused (not registered)",
+            state=MAINT,
+            current_sessions=0,
+            weight=1,
+        )
 
     # --- levers ----------------------------------------------------------------------------
 
     def set_state(self, backend: str, server: str, state: ServerState) -> None:
         """READY registers the target; DRAIN and MAINT deregister it (ELB drains it)."""
         group = self.group(backend)
-        target = self._target(group, server)
         entry = Target.parse(server).api()
         if state == ServerState.READY:
             self._call("register_targets", TargetGroupArn=group.arn, Targets=[entry])
         else:
             self._call("deregister_targets", TargetGroupArn=group.arn, Targets=[entry])
-        self._known.add((group.arn, target.id, target.port))
 
     def wait_drained(
         self, backend: str, server: str, *, deadline_s: float, poll_s: float = 0.2
     ) -> float:
         """Poll until the target has left the group or is no longer draining; return the
         seconds waited, DrainTimeoutError once ``deadline_s`` seconds have passed."""
-        group = self.group(backend)
-        target = self._target(group, server)
-        self._known.add((group.arn, target.id, target.port))
         start = time.monotonic()
         while True:
             status = self.server(backend, server)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
 import tempfile
 import threading
 import time
@@ -32,6 +33,7 @@ from siprec_backup.lab.cluster_postgres import PostgresLabCluster
 from siprec_backup.lab.cluster_redis import RedisLabCluster
 from siprec_backup.lab.clusters import LabCluster
 from siprec_backup.lab.units import install_units, write_systemctl
+from tests.e2e.conftest import artifact
 
 KINDS = ("postgres", "mysql", "redis")
 CLUSTERS: dict[str, type[Any]] = {
@@ -97,6 +99,17 @@ def running_cluster(
     finally:
         haproxy.stop()
         cluster.stop()
+
+
+def audit_of(name: str, mode: str = "failover") -> dict[str, Any]:
+    """The audit trail run ``mode`` of cluster ``name`` published (its artifact's JSON block)."""
+    markdown = artifact(f"{mode}-{name}").data
+    return dict(json.loads(markdown.split("```json\n", 1)[1].split("\n```", 1)[0]))
+
+
+def steps(audit: dict[str, Any]) -> list[tuple[str, str]]:
+    """(step key, status) of every step of an audit trail."""
+    return [(s["key"], s["status"]) for s in audit["steps"]]
 
 
 # -- kind-neutral probes ------------------------------------------------------------------------

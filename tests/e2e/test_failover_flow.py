@@ -55,29 +55,20 @@ from siprec_backup.failover import ops_for
 from siprec_backup.lab import LabState
 from siprec_backup.traffic import HAProxy
 from tests.conftest import Receiver
-from tests.e2e.conftest import artifact
 from tests.e2e.failover_support import (
     KINDS,
     RunningCluster,
+    audit_of,
     dns_answers,
     has,
     running_cluster,
     served_by,
+    steps,
     wait_has,
     write,
 )
 
 HOOK_SECRET = "failover-hook-secret"
-
-
-def audit_of(run: RunningCluster, mode: str = "failover") -> dict[str, Any]:
-    """The audit trail the run published (the JSON block of its artifact)."""
-    markdown = artifact(f"{mode}-{run.name}").data
-    return dict(json.loads(markdown.split("```json\n", 1)[1].split("\n```", 1)[0]))
-
-
-def steps(audit: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(s["key"], s["status"]) for s in audit["steps"]]
 
 
 def request(run: RunningCluster, **kw: Any) -> FailoverRequest:
@@ -130,7 +121,7 @@ def test_failover_after_the_primary_is_killed(cluster: RunningCluster, receiver:
     roles = {n.name: n.role for n in ReplicationCluster.load(cluster.blocks.replication).nodes}
     assert roles == {"n1": "replica", new: "primary", other: "replica"}
     # The audit trail is complete.
-    audit = audit_of(cluster)
+    audit = audit_of(cluster.name)
     assert audit["outcome"] == "completed" and audit["promoted"] == new
     assert steps(audit) == [
         ("lb-fence", "done"),
@@ -194,7 +185,7 @@ def test_refused_dns_key_before_promotion_rolls_everything_back(
     with pytest.raises(DnsUpdateRefusedError):
         failover(request(pg, candidate="n2"))
 
-    audit = audit_of(pg)
+    audit = audit_of(pg.name)
     assert audit["outcome"] == "rolled-back"
     assert steps(audit) == [("fence", "done"), ("lb-fence", "done"), ("dns-prepare", "failed")]
     assert any("load balancer" in r for r in audit["rollbacks"])
@@ -267,7 +258,7 @@ def test_load_balancer_lost_after_promotion_stops_with_the_manual_next_step(
     finally:
         flaky.close()
     assert flaky.tripped.is_set()
-    audit = audit_of(pg)
+    audit = audit_of(pg.name)
     assert audit["outcome"] == "stopped-after-promotion"
     assert ("promote", "done") in steps(audit) and ("lb-switch", "failed") in steps(audit)
     assert ("dns-switch", "done") not in steps(audit)
@@ -348,7 +339,7 @@ def test_lagging_candidate_waits_for_an_operator(pg: RunningCluster, approve: bo
     )
     thread.join(120)
     assert not thread.is_alive()
-    audit = audit_of(pg)
+    audit = audit_of(pg.name)
     assert audit["approval"]["operator"] == "alice"
     assert audit["plan"]["loss"]["exact"] and audit["plan"]["loss"]["amount"] > 1 << 20
     if approve:

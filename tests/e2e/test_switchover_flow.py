@@ -17,15 +17,16 @@ from tests.e2e.failover_support import (
     KINDS,
     RunningCluster,
     Writer,
+    audit_of,
     dns_answers,
     dns_ttls,
     markers,
     running_cluster,
     served_by,
+    steps,
     wait_has,
     write,
 )
-from tests.e2e.test_failover_flow import audit_of, steps
 
 
 @pytest.fixture(params=KINDS)
@@ -66,7 +67,7 @@ def test_planned_switchover_loses_nothing(cluster: RunningCluster) -> None:
     assert record is not None
     assert dns_answers(lab, record) == {"primary": {n2.host}, "secondary": {n2.host}}
     assert dns_ttls(lab, record) == {"primary": {60}, "secondary": {60}}
-    audit = audit_of(cluster, "switchover")
+    audit = audit_of(cluster.name, "switchover")
     assert audit["outcome"] == "completed"
     keys = [key for key, status in steps(audit) if status == "done"]
     assert keys[:3] == ["dns-prepare", "fence", "lb-fence"], keys

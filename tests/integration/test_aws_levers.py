@@ -160,10 +160,12 @@ def test_target_group_register_list_drain_wait(creds: AwsCredentials, group: Gro
 
 def test_target_group_errors_are_configuration(creds: AwsCredentials, group: Group) -> None:
     lb = AwsTargetGroup([group.name], credentials=creds)
-    with pytest.raises(CloudLoadBalancerError) as unknown:
-        lb.server(group.name, "i-0000000000000000")
-    assert unknown.value.code == CONFIGURATION
-    assert isinstance(unknown.value, LoadBalancerError)
+    unregistered = lb.server(group.name, "i-0000000000000000")  # a candidate not yet registered
+    assert (unregistered.state, unregistered.status) == (MAINT, "unused (not registered)")
+    with pytest.raises(CloudLoadBalancerError) as bad:
+        lb.server(group.name, "10.0.0.1:70000")
+    assert bad.value.code == CONFIGURATION
+    assert isinstance(bad.value, LoadBalancerError)
     with pytest.raises(CloudLoadBalancerError, match="no backend 'other'"):
         lb.set_state("other", group.instances[0], ServerState.READY)
 
