@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import itertools
 import json
 import logging
@@ -52,12 +51,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import dns.message
-import dns.query
-import dns.rdatatype
 import httpx
-import psycopg
-import pymysql
 import redis
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -73,25 +67,15 @@ from blocks.failover import FailoverCluster  # noqa: E402
 from blocks.loading import load_block  # noqa: E402
 from deployments.demo import register_deployments  # noqa: E402
 from deployments.lab_blocks import LEVERS, save_lever_blocks  # noqa: E402
-from deployments.lab_failover import FailoverBlocks, save_failover_blocks  # noqa: E402
+from deployments.lab_failover import KINDS, RunningCluster, running_cluster  # noqa: E402
 from flows.failover import artifact_key  # noqa: E402
 from siprec_backup.lab import Lab, LabState, _process  # noqa: E402
-from siprec_backup.lab.cluster_haproxy import ClusterHAProxy  # noqa: E402
-from siprec_backup.lab.cluster_mariadb import MariaDBLabCluster  # noqa: E402
-from siprec_backup.lab.cluster_postgres import PostgresLabCluster  # noqa: E402
 from siprec_backup.lab.cluster_redis import RedisLabCluster  # noqa: E402
-from siprec_backup.lab.clusters import LabCluster  # noqa: E402
 from siprec_backup.lab.lab import SERVICES  # noqa: E402
+from siprec_backup.lab.probes import Writer, bind_answers, markers, write  # noqa: E402
 from siprec_backup.lab.redis import find_redis_server  # noqa: E402
-from siprec_backup.lab.units import install_units, write_systemctl  # noqa: E402
 
 WANTED = {"prefect-server", "prefect-worker", "bind-primary", "bind-secondary", "sshd"}
-KINDS = ("postgres", "mysql", "redis")
-CLUSTERS: dict[str, Callable[[Path], LabCluster]] = {
-    "postgres": PostgresLabCluster,
-    "mysql": MariaDBLabCluster,
-    "redis": RedisLabCluster,
-}
 POLL = 0.02
 #: Bound of every wait for a flow run or a probe.
 RUN_DEADLINE = 180.0
@@ -139,168 +123,21 @@ LABELS = {
 }
 
 
-# -- a fresh cluster with its HAProxy and blocks -------------------------------------------------
-
-
-@dataclass
-class Running:
-    """A started lab cluster, its HAProxy and its saved blocks."""
-
-    kind: str
-    cluster: LabCluster
-    haproxy: ClusterHAProxy
-    blocks: FailoverBlocks
-
-    def target(self, node: str) -> Any:
-        return self.cluster.target(node)
-
-    def app_target(self, node: str) -> Any:
-        """What an application connects as (MariaDB's admin may write on a fenced node)."""
-        app = getattr(self.cluster, "app_target", None)
-        return app(node) if app else self.target(node)
-
-    def host(self, node: str) -> str:
-        return self.cluster.node(node).host
+# -- a fresh cluster with its HAProxy and blocks, and probes ------------------------------------
 
 
 @contextlib.contextmanager
-def fresh_cluster(state: LabState, kind: str, *, ssh: bool = False) -> Iterator[Running]:
-    """A new cluster of ``kind`` with HAProxy, DNS record and blocks; stopped afterwards.
-    ``ssh``: the nodes' services run under the systemctl stand-in reached over the lab's sshd
-    (a PostgreSQL switchover restarts the old primary as a standby that way)."""
+def fresh_cluster(state: LabState, kind: str, *, ssh: bool = False) -> Iterator[RunningCluster]:
+    """A new cluster of ``kind`` with HAProxy, DNS record and blocks; stopped and removed
+    afterwards. ``ssh``: as a PostgreSQL switchover needs (see running_cluster)."""
     root = Path(tempfile.mkdtemp(prefix=f"siprec-bench-fo-{kind}-"))
     root.chmod(0o711)  # the postgres and mysql accounts traverse it to their data
-    cluster = CLUSTERS[kind](root / "cluster")
-    haproxy = ClusterHAProxy(root / "haproxy")
     name = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
-    settings: dict[str, Any] = {}
     try:
-        cluster.start()
-        haproxy.add_backend(name, cluster.nodes)
-        haproxy.start()
-        if ssh:
-            systemctl = write_systemctl(root / "systemd")
-            install_units(root / "systemd", cluster)
-            settings.update(ssh_block=LEVERS["ssh"], systemctl=str(systemctl))
-        blocks = save_failover_blocks(
-            cluster,
-            name,
-            haproxy_runtime=haproxy.runtime,
-            dns_block=LEVERS["dns"],
-            dns=state.bind("primary").client(),
-            **settings,
-        )
-        yield Running(kind, cluster, haproxy, blocks)
+        with running_cluster(state, kind, root, name, ssh=ssh) as run:
+            yield run
     finally:
-        haproxy.stop()
-        cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-# -- probes -----------------------------------------------------------------------------------
-
-
-def _pg(target: Any, timeout: int = 2) -> psycopg.Connection[Any]:
-    return psycopg.connect(
-        host=target.host,
-        port=target.port,
-        user=target.user,
-        password=target.password,
-        dbname=target.dbname,
-        connect_timeout=timeout,
-        autocommit=True,
-        options="-c statement_timeout=3000",
-    )
-
-
-def _my(target: Any, timeout: int = 2) -> pymysql.connections.Connection[Any]:
-    return pymysql.connect(
-        host=target.host,
-        port=target.port,
-        user=target.user,
-        password=target.password or "",
-        database="siprec",
-        connect_timeout=timeout,
-        read_timeout=3,
-        write_timeout=3,
-        autocommit=True,
-    )
-
-
-def _rd(target: Any) -> redis.Redis:
-    return redis.Redis(
-        host=target.host,
-        port=target.port,
-        password=target.password,
-        socket_connect_timeout=1,
-        socket_timeout=3,
-    )
-
-
-def write(kind: str, target: Any, marker: str, *, commit: bool = True) -> tuple[str, int]:
-    """Write ``marker`` on the server ``target`` reaches; the (address, port) that took it.
-    ``commit=False`` (SQL kinds): the insert is rolled back, so the replicas do not fall behind
-    (a lag the failover's loss gate would stop at)."""
-    insert = "INSERT INTO failover_probe (note) VALUES (%s)"
-    if kind == "postgres":
-        with _pg(target) as conn:
-            with conn.transaction(force_rollback=not commit):
-                conn.execute(insert, (marker,))
-            row = conn.execute("SELECT host(inet_server_addr()), inet_server_port()").fetchone()
-    elif kind == "mysql":
-        with _my(target) as my, my.cursor() as cur:
-            my.begin()
-            cur.execute(insert, (marker,))
-            if commit:
-                my.commit()
-            else:
-                my.rollback()
-            cur.execute("SELECT @@bind_address, @@port")
-            row = cur.fetchone()
-    else:
-        with _rd(target) as client:
-            client.set(f"probe:{marker}", marker)
-            bind: Any = client.config_get("bind")
-            info: Any = client.info("server")
-            row = (str(bind["bind"]).split()[0], info["tcp_port"])
-    assert row is not None
-    return str(row[0]), int(row[1])
-
-
-def markers(kind: str, target: Any, prefix: str) -> set[str]:
-    """Every marker starting with ``prefix`` the node holds."""
-    like = (prefix + "%",)
-    if kind == "postgres":
-        with _pg(target, timeout=5) as conn:
-            rows = conn.execute("SELECT note FROM failover_probe WHERE note LIKE %s", like)
-            return {str(r[0]) for r in rows.fetchall()}
-    if kind == "mysql":
-        with _my(target, timeout=5) as my, my.cursor() as cur:
-            cur.execute("SELECT note FROM failover_probe WHERE note LIKE %s", like)
-            return {str(r[0]) for r in cur.fetchall()}
-    with _rd(target) as client:
-        keys: Any = client.scan_iter(f"probe:{prefix}*")
-        return {k.decode()[len("probe:") :] for k in keys}
-
-
-def dns_addresses(state: LabState, record: str) -> list[set[str]]:
-    """The A record's addresses on BIND's primary and on its secondary, asked directly."""
-    found = []
-    for role in ("primary", "secondary"):
-        server = state.bind(role)
-        name = f"{record}.{server.zone.rstrip('.')}."
-        reply = dns.query.udp(
-            dns.message.make_query(name, "A"), server.host, port=server.port, timeout=1
-        )
-        found.append(
-            {
-                item.address
-                for rrset in reply.answer
-                if rrset.rdtype == dns.rdatatype.A
-                for item in rrset
-            }
-        )
-    return found
 
 
 class FirstSuccess:
@@ -335,24 +172,23 @@ class FirstSuccess:
         return None if self.at is None else round(self.at - self.t0, 3)
 
 
-def writable_probe(run: Running, nodes: tuple[str, ...]) -> Callable[[], bool]:
-    """True once one of ``nodes`` accepts a write (as the application's user)."""
+def writable_probe(kind: str, targets: dict[str, Any]) -> Callable[[], bool]:
+    """True once one of ``targets`` (node -> connection) accepts a write."""
     counter = itertools.count()
 
     def probe() -> bool:
-        for node in nodes:
+        for node, target in targets.items():
             with contextlib.suppress(Exception):
-                write(run.kind, run.app_target(node), f"p-{node}-{next(counter)}")
+                write(kind, target, f"p-{node}-{next(counter)}")
                 return True
         return False
 
     return probe
 
 
-def lb_probe(run: Running) -> Callable[[], bool]:
+def lb_probe(run: RunningCluster) -> Callable[[], bool]:
     """True once a write through HAProxy's frontend lands on another node than n1."""
-    host, port = run.haproxy.frontend(run.blocks.backend)
-    target = dataclasses.replace(run.app_target("n1"), host=host, port=port)
+    target = run.frontend()
     n1 = run.cluster.node("n1")
     counter = itertools.count()
 
@@ -363,14 +199,17 @@ def lb_probe(run: Running) -> Callable[[], bool]:
     return probe
 
 
-def dns_probe(state: LabState, run: Running, candidates: tuple[str, ...]) -> Callable[[], bool]:
+def dns_probe(
+    state: LabState, run: RunningCluster, candidates: tuple[str, ...]
+) -> Callable[[], bool]:
     """True once both BIND servers answer the record with one candidate's address only."""
     record = run.blocks.dns_record
     assert record is not None
-    wanted = [{run.host(n)} for n in candidates]
+    wanted = [{run.cluster.node(n).host} for n in candidates]
 
     def probe() -> bool:
-        primary, secondary = dns_addresses(state, record)
+        answers = bind_answers(state, record, timeout=1)
+        primary, secondary = answers["primary"][0], answers["secondary"][0]
         return primary == secondary and primary in wanted
 
     return probe
@@ -381,7 +220,7 @@ class FencedWindow:
     refused writes (the fence of a failover that is then rolled back), from the first refusal to
     the next accepted write."""
 
-    def __init__(self, run: Running) -> None:
+    def __init__(self, run: RunningCluster) -> None:
         self.run = run
         self.refused: float | None = None
         self.back: float | None = None
@@ -413,43 +252,6 @@ class FencedWindow:
         if self.refused is None or self.back is None:
             return None
         return round(self.back - self.refused, 3)
-
-
-class Writer:
-    """Writes numbered markers through HAProxy's frontend as fast as it can, as the platform's
-    application would, keeping which were acknowledged and when."""
-
-    def __init__(self, run: Running) -> None:
-        host, port = run.haproxy.frontend(run.blocks.backend)
-        self.kind = run.kind
-        self.target = dataclasses.replace(run.app_target("n1"), host=host, port=port)
-        self.acked: list[tuple[str, float]] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> Writer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(10)
-
-    def _loop(self) -> None:
-        i = 0
-        while not self.stop.is_set():
-            marker = f"w-{i}"
-            try:
-                write(self.kind, self.target, marker)
-            except Exception:
-                time.sleep(0.01)
-                continue
-            self.acked.append((marker, time.monotonic()))
-            i += 1
-
-    def longest_gap(self) -> float:
-        times = [t for _, t in self.acked]
-        return round(max((b - a for a, b in itertools.pairwise(times)), default=0.0), 3)
 
 
 # -- Prefect ----------------------------------------------------------------------------------
@@ -682,7 +484,9 @@ def failover_run(
         request = {"cluster": run.blocks.failover, "reason": "benchmark", "dry_run": False}
         t0 = time.monotonic()
         probes = {
-            "writable": FirstSuccess(writable_probe(run, candidates), t0),
+            "writable": FirstSuccess(
+                writable_probe(kind, {n: run.app_target(n) for n in candidates}), t0
+            ),
             "lb": FirstSuccess(lb_probe(run), t0),
             "dns": FirstSuccess(dns_probe(state, run, candidates), t0),
         }
@@ -710,7 +514,10 @@ def switchover_run(
     client: SyncPrefectClient, state: LabState, deployment: UUID, kind: str
 ) -> dict[str, Any]:
     """An application writing through HAProxy while n1 hands over to n2: gap, writable, RPO."""
-    with fresh_cluster(state, kind, ssh=kind == "postgres") as run, Writer(run) as writer:
+    with (
+        fresh_cluster(state, kind, ssh=kind == "postgres") as run,
+        Writer(kind, run.frontend()) as writer,
+    ):
         time.sleep(1.0)
         request = {
             "cluster": run.blocks.failover,
@@ -719,7 +526,7 @@ def switchover_run(
             "dry_run": False,
         }
         t0 = time.monotonic()
-        writable = FirstSuccess(writable_probe(run, ("n2",)), t0)
+        writable = FirstSuccess(writable_probe(kind, {"n2": run.app_target("n2")}), t0)
         triggered = trigger(client, deployment, request)
         triggered.t0 = t0
         wait_final(client, triggered)
@@ -847,10 +654,7 @@ def sentinel_run() -> float | None:
             if time.monotonic() > deadline:
                 raise RuntimeError("the sentinels never discovered each other and the replicas")
             time.sleep(0.1)
-        run = Running(
-            "redis", cluster, ClusterHAProxy(root), FailoverBlocks("", "", None, "", None)
-        )
-        probe = writable_probe(run, ("n2", "n3"))
+        probe = writable_probe("redis", {n: cluster.target(n) for n in ("n2", "n3")})
         cluster.kill("n1")
         return FirstSuccess(probe, time.monotonic()).result(PROBE_DEADLINE)
     finally:

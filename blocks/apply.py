@@ -127,7 +127,8 @@ def _validated(path: Path, where: str, cls: type[Block], fields: dict[str, Any])
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"])
-        raise ConfigurationError(f"{path}: {where}.{field}: {error['msg']}") from None
+        at = f"{where}.{field}" if field else where  # a model validator names no field
+        raise ConfigurationError(f"{path}: {at}: {error['msg']}") from None
 
 
 def _load_balancer(path: Path, where: str, fields: dict[str, Any]) -> Block:

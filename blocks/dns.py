@@ -11,6 +11,9 @@ from pydantic import Field, SecretStr
 
 from blocks._docs import DOCS_URL
 from blocks.aws import Route53Zone
+from blocks.azure import AzureDnsZone
+from blocks.cloudflare import CloudflareDnsZone
+from blocks.gcp import CloudDnsZone
 from blocks.loading import load_one_of
 from siprec_backup.dns import TSIG_ALGORITHMS, BindDns, DnsZone
 from siprec_backup.errors import ConfigurationError
@@ -77,12 +80,15 @@ class BindDnsZone(Block):
         )
 
 
-DnsZoneBlock = BindDnsZone | Route53Zone
+DnsZoneBlock = BindDnsZone | Route53Zone | CloudflareDnsZone | CloudDnsZone | AzureDnsZone
 
 #: The block type of each ``provider:`` a configuration file may give a DNS zone.
 DNS_ZONE_TYPES: dict[str, type[DnsZoneBlock]] = {
     "bind": BindDnsZone,
     "route53": Route53Zone,
+    "cloudflare": CloudflareDnsZone,
+    "cloud_dns": CloudDnsZone,
+    "azure_dns": AzureDnsZone,
 }
 
 

@@ -13,6 +13,8 @@ from pydantic import Field, SecretStr
 
 from blocks._docs import DOCS_URL
 from blocks.aws import AwsElbTargetGroups
+from blocks.azure import AzureLoadBalancer
+from blocks.gcp import GcpBackendServices
 from blocks.loading import load_block, load_one_of
 from blocks.ssh import SshHost
 from siprec_backup.remote import CommandRunner, LocalRunner, SshClient, SshRunner
@@ -189,7 +191,12 @@ class NginxPlusLoadBalancer(Block):
 
 
 LoadBalancerBlock = (
-    HAProxyLoadBalancer | NginxLoadBalancer | NginxPlusLoadBalancer | AwsElbTargetGroups
+    HAProxyLoadBalancer
+    | NginxLoadBalancer
+    | NginxPlusLoadBalancer
+    | AwsElbTargetGroups
+    | GcpBackendServices
+    | AzureLoadBalancer
 )
 
 #: The block type of each ``type:`` a configuration file may give a load balancer.
@@ -198,6 +205,8 @@ LOAD_BALANCER_TYPES: dict[str, type[LoadBalancerBlock]] = {
     "nginx": NginxLoadBalancer,
     "nginx_plus": NginxPlusLoadBalancer,
     "aws_elb": AwsElbTargetGroups,
+    "gcp_lb": GcpBackendServices,
+    "azure_lb": AzureLoadBalancer,
 }
 
 

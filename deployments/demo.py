@@ -26,22 +26,18 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.lab_blocks import (
-    LEVERS,
     PLATFORM,
     RESTORE_DATABASES,
     LabBlocks,
     save_lab_blocks,
-    save_lever_blocks,
 )
-from deployments.lab_failover import save_failover_blocks
+from deployments.lab_failover import running_cluster
 from flows.failover import artifact_key as failover_key
 from flows.monitor_replication import artifact_key
 from siprec_backup.backup_set import BackupSet, find_backup_set
 from siprec_backup.catalog import read_manifest
 from siprec_backup.errors import SiprecBackupError
 from siprec_backup.lab import Lab, LabState, seed_platform
-from siprec_backup.lab.cluster_haproxy import ClusterHAProxy
-from siprec_backup.lab.cluster_postgres import PostgresLabCluster
 from siprec_backup.manifest import Manifest
 from siprec_backup.verify.report import read_report
 
@@ -147,31 +143,14 @@ def _print_replication_status() -> None:
 def failover_drill(state: LabState) -> FlowRun:
     """Kill the primary of a fresh three-node PostgreSQL cluster and fail over through the
     ``failover/on-demand`` deployment; the cluster is stopped afterwards (the report stays)."""
-    save_lever_blocks(state)
-    root = state.root / "failover-drill"
-    cluster = PostgresLabCluster(root / "cluster")
-    haproxy = ClusterHAProxy(root / "haproxy")
-    try:
-        cluster.start()
-        haproxy.add_backend(FAILOVER_CLUSTER, cluster.nodes)
-        haproxy.start()
-        save_failover_blocks(
-            cluster,
-            FAILOVER_CLUSTER,
-            haproxy_runtime=haproxy.runtime,
-            dns_block=LEVERS["dns"],
-            dns=state.bind("primary").client(),
-        )
+    with running_cluster(state, "postgres", state.root / "failover-drill", FAILOVER_CLUSTER) as run:
         print(f"    {FAILOVER_CLUSTER}: primary n1 killed; running failover/on-demand...")
-        cluster.kill("n1")
+        run.cluster.kill("n1")
         request = {"cluster": FAILOVER_CLUSTER, "reason": "demo: primary killed", "dry_run": False}
-        run = _run("failover/on-demand", {"request": request})
+        flow_run = _run("failover/on-demand", {"request": request})
         data = getattr(Artifact.get(failover_key("failover", FAILOVER_CLUSTER)), "data", "")
         print(str(data).split("\n```json\n", 1)[0])
-        return run
-    finally:
-        haproxy.stop()
-        cluster.stop()
+        return flow_run
 
 
 def run_demo(lab_dir: Path | None, *, scale_mb: int) -> None:

@@ -1,12 +1,17 @@
-"""Blocks describing a lab cluster (see :mod:`siprec_backup.lab.clusters`) for the failover,
-switchover and blue-green flows: a connection block per node, the replication cluster block,
-the load balancer block of its HAProxy, a DNS record in the lab's zone and the failover cluster
-block tying them together. Used by the failover tests, the demo and the failover benchmark.
+"""Lab clusters ready for the failover, switchover and blue-green flows: a fresh three-node
+cluster (see :mod:`siprec_backup.lab.clusters`) behind its own HAProxy, and the blocks describing
+it (a connection block per node, the replication cluster block, the load balancer block, a DNS
+record in the lab's zone and the failover cluster block tying them together). Used by the failover
+tests, the demo and the failover benchmark.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from pydantic import SecretStr
@@ -15,8 +20,22 @@ from blocks import MySQLDatabase, PostgresDatabase, RedisServer, ReplicationClus
 from blocks.failover import FailoverCluster, FailoverNodeSettings
 from blocks.load_balancers import HAProxyLoadBalancer
 from blocks.replication import ClusterKind, NodeRole, ReplicationNodeConfig
+from deployments.lab_blocks import LEVERS, save_lever_blocks
 from siprec_backup.dns import Change, DnsZone
+from siprec_backup.lab import LabState
+from siprec_backup.lab.cluster_haproxy import ClusterHAProxy
+from siprec_backup.lab.cluster_mariadb import MariaDBLabCluster
+from siprec_backup.lab.cluster_postgres import PostgresLabCluster
+from siprec_backup.lab.cluster_redis import RedisLabCluster
 from siprec_backup.lab.clusters import LabCluster
+from siprec_backup.lab.units import install_units, write_systemctl
+
+KINDS = ("postgres", "mysql", "redis")
+CLUSTERS: dict[str, type[PostgresLabCluster | MariaDBLabCluster | RedisLabCluster]] = {
+    "postgres": PostgresLabCluster,
+    "mysql": MariaDBLabCluster,
+    "redis": RedisLabCluster,
+}
 
 
 @dataclass(frozen=True)
@@ -124,3 +143,64 @@ def save_failover_blocks(
         **settings,
     ).save(name, overwrite=True)
     return FailoverBlocks(name, replication, load_balancer, name, record)
+
+
+@dataclass
+class RunningCluster:
+    """A started lab cluster, its HAProxy and its saved blocks."""
+
+    kind: str
+    cluster: LabCluster
+    haproxy: ClusterHAProxy
+    blocks: FailoverBlocks
+    lab: LabState
+
+    @property
+    def name(self) -> str:
+        return self.blocks.failover
+
+    def target(self, node: str) -> Any:
+        return self.cluster.target(node)
+
+    def app_target(self, node: str) -> Any:
+        """What an application connects as (MariaDB's admin may write on a fenced node)."""
+        app = getattr(self.cluster, "app_target", None)
+        return app(node) if app else self.target(node)
+
+    def frontend(self) -> Any:
+        """The application's connection through HAProxy's frontend."""
+        host, port = self.haproxy.frontend(self.blocks.backend)
+        return dataclasses.replace(self.app_target("n1"), host=host, port=port)
+
+
+@contextlib.contextmanager
+def running_cluster(
+    lab: LabState, kind: str, root: Path, name: str, *, ssh: bool = False, **settings: Any
+) -> Iterator[RunningCluster]:
+    """A fresh cluster of ``kind`` under ``root`` with its HAProxy, DNS record and blocks named
+    after ``name``; stopped afterwards. ``ssh``: the nodes' services are reachable over the lab's
+    sshd (a systemctl stand-in that really starts and stops them), as a PostgreSQL switchover
+    needs. ``settings`` go to the failover cluster block."""
+    save_lever_blocks(lab)
+    cluster: LabCluster = CLUSTERS[kind](root / "cluster")
+    haproxy = ClusterHAProxy(root / "haproxy")
+    try:
+        cluster.start()
+        haproxy.add_backend(name, cluster.nodes)
+        haproxy.start()
+        if ssh:
+            systemctl = write_systemctl(root / "systemd")
+            install_units(root / "systemd", cluster)
+            settings.update(ssh_block=LEVERS["ssh"], systemctl=str(systemctl))
+        blocks = save_failover_blocks(
+            cluster,
+            name,
+            haproxy_runtime=haproxy.runtime,
+            dns_block=LEVERS["dns"],
+            dns=lab.bind("primary").client(),
+            **settings,
+        )
+        yield RunningCluster(kind, cluster, haproxy, blocks, lab)
+    finally:
+        haproxy.stop()
+        cluster.stop()

@@ -271,11 +271,15 @@ def dns_switch(
     t0 = time.monotonic()
     result = dns.apply([Change.replace(r.name, r.rtype, r.ttl, address) for r in records])
     propagated = dns.wait_propagated(result, deadline=deadline_seconds)
-    return {
+    done = {
+        "zone": dns.describe(),
         "serial": result.serial,
         "serials": propagated.serials,
         "verified_seconds": round(time.monotonic() - t0, 3),
     }
+    if result.change_id:  # a cloud provider's change (Route53, Cloud DNS)
+        done["change"] = result.change_id
+    return done
 
 
 def dns_current(zone: str, records: list[str], ttl: int, address: str) -> list[DnsRecord]:

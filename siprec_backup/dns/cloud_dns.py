@@ -25,7 +25,13 @@ from typing import Any
 
 import httpx
 
-from siprec_backup.cloud.gcp import GcpCredentials, GoogleToken, gcp_api, google_error, next_page_token
+from siprec_backup.cloud.gcp import (
+    GcpCredentials,
+    GoogleToken,
+    gcp_api,
+    google_error,
+    next_page_token,
+)
 from siprec_backup.cloud.http import ErrorParts, RestApi
 from siprec_backup.cloud.retry import RetryPolicy
 from siprec_backup.dns.base import ApiDnsZone, UpdateResult
@@ -39,8 +45,10 @@ def _dns_error(response: httpx.Response) -> ErrorParts:
     """Google's error mapping, plus: a change whose deletion is gone (404) is a conflict."""
     code, reason, message = google_error(response)
     request = response.request
-    if response.status_code == 404 and request.method == "POST" and request.url.path.endswith(
-        "/changes"
+    if (
+        response.status_code == 404
+        and request.method == "POST"
+        and request.url.path.endswith("/changes")
     ):
         code = CONFLICT
     return code, reason, message

@@ -47,7 +47,7 @@ from siprec_backup.dns.records import (
     parse_rdata,
     zone_name,
 )
-from siprec_backup.errors import CONFIGURATION, PROVIDER, CloudDnsError
+from siprec_backup.errors import PROVIDER, CloudDnsError
 
 SERVICE = "dns"
 #: Cloudflare's "automatic" TTL, forced on proxied records.
@@ -220,7 +220,9 @@ class CloudflareDns(ApiDnsZone):
             body["content"] = value
         return body
 
-    def _batch(self, change: Change, raws: list[dict[str, Any]], batch: dict[str, list[Any]]) -> None:
+    def _batch(
+        self, change: Change, raws: list[dict[str, Any]], batch: dict[str, list[Any]]
+    ) -> None:
         """Add ``change``'s operations against the records it finds (``raws``) to ``batch``."""
         record = change.record
         if change.action == "delete":
@@ -308,9 +310,6 @@ class CloudflareDns(ApiDnsZone):
             ttl = AUTO_TTL_SERVED if ttl == AUTO_TTL else ttl
             served.append(RecordSet(want.name, want.rtype, ttl, want.values))
         return tuple(served)
-
-    def _error(self, message: str, code: str = CONFIGURATION) -> CloudDnsError:
-        return CloudDnsError(message, provider=self.provider, service=self.service, code=code)
 
 
 __all__ = ["AUTO_TTL", "CloudflareDns"]

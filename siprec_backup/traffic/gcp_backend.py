@@ -213,8 +213,9 @@ class GcpBackendServices(LoadBalancer):
             if status.server == server:
                 return status
         if server in self.groups:
-            return ServerStatus(backend, server, _address(self.groups[server]), "not attached",
-                                MAINT, 0, 0)
+            return ServerStatus(
+                backend, server, _address(self.groups[server]), "not attached", MAINT, 0, 0
+            )
         known = ", ".join(s.server for s in statuses) or "none"
         raise _config(
             f"{self.describe()}: backend {backend!r} has no server {server!r} (servers: {known})"
@@ -256,7 +257,9 @@ class GcpBackendServices(LoadBalancer):
         else:
             self._drained_at.setdefault(key, time.monotonic())
 
-    def _reattach(self, backend: str, server: str, backends: list[dict[str, Any]]) -> dict[str, Any]:
+    def _reattach(
+        self, backend: str, server: str, backends: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         remembered = self._removed.get((backend, server))
         if remembered is not None:
             entry = copy.deepcopy(remembered)

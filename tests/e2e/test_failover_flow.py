@@ -53,6 +53,7 @@ from siprec_backup.errors import (
 )
 from siprec_backup.failover import ops_for
 from siprec_backup.lab import LabState
+from siprec_backup.lab.probes import has, write
 from siprec_backup.traffic import HAProxy
 from tests.conftest import Receiver
 from tests.e2e.failover_support import (
@@ -60,12 +61,10 @@ from tests.e2e.failover_support import (
     RunningCluster,
     audit_of,
     dns_answers,
-    has,
     running_cluster,
     served_by,
     steps,
     wait_has,
-    write,
 )
 
 HOOK_SECRET = "failover-hook-secret"

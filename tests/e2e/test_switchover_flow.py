@@ -13,19 +13,18 @@ from flows.switchover import SwitchoverRequest, switchover
 from siprec_backup.errors import SafetyRefusalError
 from siprec_backup.failover import ops_for
 from siprec_backup.lab import LabState
+from siprec_backup.lab.probes import markers, write
 from tests.e2e.failover_support import (
     KINDS,
     RunningCluster,
-    Writer,
+    app_writer,
     audit_of,
     dns_answers,
     dns_ttls,
-    markers,
     running_cluster,
     served_by,
     steps,
     wait_has,
-    write,
 )
 
 
@@ -37,7 +36,7 @@ def cluster(request: pytest.FixtureRequest, lab: LabState) -> Iterator[RunningCl
 
 def test_planned_switchover_loses_nothing(cluster: RunningCluster) -> None:
     kind, lab = cluster.kind, cluster.lab
-    with Writer(cluster) as writer:
+    with app_writer(cluster) as writer:
         time.sleep(1.0)
         result = switchover(
             SwitchoverRequest(

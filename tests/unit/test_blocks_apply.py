@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from blocks.apply import read_blocks
+from blocks.aws import AwsElbTargetGroups, Route53Zone
+from blocks.cloudflare import CloudflareDnsZone
 from blocks.dns import BindDnsZone
 from blocks.load_balancers import HAProxyLoadBalancer, NginxPlusLoadBalancer
 from blocks.ssh import SshHost
@@ -56,6 +58,85 @@ def test_the_seed_example_becomes_blocks(tmp_path: Path) -> None:
     assert engine.primary == "ns1.example.com:53"
     assert engine.zone == "example.com."
     assert TSIG not in repr(engine) and "hunter2" not in repr(lb)
+
+
+CLOUD = """\
+load_balancer:
+  type: "aws_elb"  # Requires AWS SDK
+  endpoint: "us-west-2"
+  target_groups: [db-writer]
+
+dns:
+  provider: "route53"  # Requires AWS SDK
+  zone: example.com
+  credentials:
+    region: "us-west-2"
+    access_key_id: "${AWS_ACCESS_KEY_ID}"
+    secret_access_key: "${AWS_SECRET_ACCESS_KEY}"
+"""
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "aws-secret-0123"}
+
+
+def test_the_seed_full_cloud_example_becomes_blocks(tmp_path: Path) -> None:
+    planned = read_blocks(write(tmp_path, CLOUD), AWS_ENV)
+    lb, zone = (p.block for p in planned)
+    assert isinstance(lb, AwsElbTargetGroups) and isinstance(zone, Route53Zone)
+    assert lb.credentials.region == "us-west-2"  # the seed's endpoint is the region
+    assert lb.load_balancer().target_groups == ("db-writer",)
+    engine = zone.dns()
+    assert (engine.zone, engine.credentials.region) == ("example.com.", "us-west-2")
+    assert engine.credentials.secret_access_key == "aws-secret-0123"
+    assert "aws-secret-0123" not in repr(engine) + repr(zone)
+    url = CLOUD.replace('endpoint: "us-west-2"', "endpoint: http://127.0.0.1:5000")
+    lb = read_blocks(write(tmp_path, url), AWS_ENV)[0].block
+    assert isinstance(lb, AwsElbTargetGroups)
+    assert lb.credentials.endpoint_url == "http://127.0.0.1:5000"
+
+
+HYBRID = """\
+load_balancer:
+  type: "haproxy"  # Use on-premises LB (fully functional)
+  runtime_api: 10.0.0.5:9999
+
+dns:
+  provider: "cloudflare"  # Requires SDK installation
+  zone: example.com       # (the seed's example leaves the zone out)
+  proxied: false
+  credentials:
+    api_token: "${CLOUDFLARE_API_TOKEN}"
+"""
+
+
+def test_the_seed_hybrid_example_becomes_blocks(tmp_path: Path) -> None:
+    token = "cf-token-0123456789"
+    planned = read_blocks(write(tmp_path, HYBRID), {"CLOUDFLARE_API_TOKEN": token})
+    zone = planned[1].block
+    assert isinstance(zone, CloudflareDnsZone)
+    assert zone.credentials.api_token.get_secret_value() == token
+    engine = zone.dns()
+    assert engine.zone == "example.com." and engine.proxied is False
+    assert token not in repr(engine) + repr(zone)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            CLOUD.replace('"${AWS_SECRET_ACCESS_KEY}"', "plain"),
+            "dns.credentials.secret_access_key: a secret must come from the environment",
+        ),
+        (CLOUD.replace("    region:", "    regoin:"), "dns.credentials.regoin: unknown field"),
+        (
+            CLOUD.replace('    access_key_id: "${AWS_ACCESS_KEY_ID}"\n', ""),
+            "dns.credentials: Value error, give both access_key_id and secret_access_key",
+        ),
+        (CLOUD.replace("  credentials:\n", "  credentials: keys\n  x:\n"), "dns.credentials"),
+    ],
+)
+def test_bad_cloud_entries_name_the_field(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        read_blocks(write(tmp_path, text), AWS_ENV)
+    assert message in str(err.value) and "aws-secret-0123" not in str(err.value)
 
 
 def test_lists_and_ssh_files(tmp_path: Path) -> None:
@@ -113,15 +194,17 @@ ssh:
         ),
         (
             SEED.replace('type: "haproxy"', "type: f5"),
-            "load_balancer.type: 'f5' is not one of haproxy, nginx, nginx_plus",
+            "load_balancer.type: 'f5' is not one of haproxy, nginx, nginx_plus, aws_elb, gcp_lb,"
+            " azure_lb",
         ),
         (
             SEED.replace('type: "haproxy"', "type: nginx"),
             "load_balancer.endpoint: open-source nginx is driven through its upstream",
         ),
         (
-            SEED.replace('provider: "bind"', "provider: cloudflare"),
-            "dns.provider: 'cloudflare' is not one of bind",
+            SEED.replace('provider: "bind"', "provider: powerdns"),
+            "dns.provider: 'powerdns' is not one of bind, route53, cloudflare, cloud_dns,"
+            " azure_dns",
         ),
         (SEED.replace("  username:", "  usrname:"), "load_balancer.usrname: unknown field"),
         (
@@ -164,6 +247,10 @@ def test_missing_file(tmp_path: Path) -> None:
         ("password", True),
         ("tsig_secret", True),
         ("api_token", True),
+        ("secret_access_key", True),
+        ("client_secret", True),
+        ("service_account_info", True),
+        ("access_key_id", False),
         ("private_key", True),
         ("passphrase", True),
         ("secret", True),
