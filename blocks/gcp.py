@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from blocks._docs import DOCS_URL
 from siprec_backup.cloud import gcp
@@ -141,8 +141,8 @@ class GcpBackendServices(Block):
         default_factory=dict,
         title="Groups",
         description=(
-            "Removal mode: server name -> group URL or path (zones/Z/instanceGroups/NAME), to"
-            " re-attach a backend detached by an earlier run."
+            "Removal mode (required there): server name -> group URL or path"
+            " (zones/Z/instanceGroups/NAME), to attach a backend that is not attached."
         ),
     )
     balancing_mode: Literal["UTILIZATION", "RATE", "CONNECTION"] = Field(
@@ -150,6 +150,14 @@ class GcpBackendServices(Block):
         title="Balancing mode",
         description="Removal mode: the balancingMode of a backend re-attached from groups.",
     )
+
+    @model_validator(mode="after")
+    def _removal_needs_groups(self) -> GcpBackendServices:
+        # Each flow step and each rollback builds a fresh lever, so what one step detached is
+        # attached again from here, never from the lever's memory.
+        if self.drain_mode == "removal" and not self.groups:
+            raise ValueError("drain_mode removal needs groups (server name -> group URL or path)")
+        return self
 
     def load_balancer(self) -> GcpBackendServicesLever:
         """The engine lever."""

@@ -279,15 +279,7 @@ class AzureSession:
 
     def json(self, method: str, path: str, *, api_version: str, **kwargs: Any) -> Any:
         """:meth:`request`'s JSON body ({} when it has none)."""
-        response = self.request(method, path, api_version=api_version, **kwargs)
-        if not response.content:
-            return {}
-        try:
-            return response.json()
-        except ValueError:
-            raise self.error(
-                UNAVAILABLE, f"{method} {path}: the answer is not JSON ({response.status_code})"
-            ) from None
+        return self.api.json(method, path, params={"api-version": api_version}, **kwargs)
 
     def wait_operation(
         self,

@@ -20,7 +20,6 @@ get, delete) at api-version 2018-05-01.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +28,7 @@ import dns.name
 
 from siprec_backup.cloud.azure import DNS_API_VERSION, AzureCredentials, AzureSession
 from siprec_backup.cloud.retry import RetryPolicy
-from siprec_backup.dns.base import ApiDnsZone, UpdateResult
+from siprec_backup.dns.base import ApiDnsZone
 from siprec_backup.dns.records import Change, RecordSet, absolute_name, parse_rdata, zone_name
 from siprec_backup.errors import CloudDnsError
 
@@ -128,9 +127,8 @@ class AzureDns(ApiDnsZone):
 
     # --- applying ----------------------------------------------------------------------------
 
-    def _send(self, changes: Sequence[tuple[Change, RecordSet]], comment: str) -> UpdateResult:
+    def _send(self, changes: Sequence[tuple[Change, RecordSet]], comment: str) -> tuple[str, str]:
         """One request per record set, in order (not atomic across record sets)."""
-        start = time.monotonic()
         done: list[str] = []
         for change, current in changes:
             try:
@@ -146,12 +144,7 @@ class AzureDns(ApiDnsZone):
                     code=exc.code,
                     provider_code=exc.provider_code,
                 ) from None
-        return UpdateResult(
-            zone=self.zone,
-            changes=tuple(c for c, _ in changes),
-            serial=0,
-            seconds=time.monotonic() - start,
-        )
+        return "", ""
 
     def _send_one(self, change: Change, current: RecordSet) -> bool:
         """Send one change; False when there was nothing to send (delete of an absent set)."""

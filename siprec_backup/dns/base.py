@@ -169,9 +169,22 @@ class ApiDnsZone(DnsZone):
     poll_interval: float = 1.0
 
     @abstractmethod
-    def _send(self, changes: Sequence[tuple[Change, RecordSet]], comment: str) -> UpdateResult:
-        """Send validated changes, each with the record set the zone holds now; the result
-        carries the provider's change id and status when it has them."""
+    def _send(self, changes: Sequence[tuple[Change, RecordSet]], comment: str) -> tuple[str, str]:
+        """Send validated changes, each with the record set the zone holds now; the provider's
+        change id and status ("" where it has none, or where nothing had to be sent)."""
+
+    def _applied(self, changes: Sequence[tuple[Change, RecordSet]], comment: str) -> UpdateResult:
+        """:meth:`_send` the changes, timed; what was applied."""
+        start = time.monotonic()
+        change_id, status = self._send(changes, comment)
+        return UpdateResult(
+            zone=self.zone,
+            changes=tuple(change for change, _ in changes),
+            serial=0,
+            seconds=time.monotonic() - start,
+            change_id=change_id,
+            status=status,
+        )
 
     def _change_status(self, change_id: str) -> str:
         """The provider's status of change ``change_id`` (asynchronous providers only)."""
@@ -215,11 +228,11 @@ class ApiDnsZone(DnsZone):
                     CONFLICT,
                 )
             paired.append((change, current))
-        return self._send(paired, "siprec-backup DNS lever")
+        return self._applied(paired, "siprec-backup DNS lever")
 
     def _set_ttl(self, current: RecordSet, ttl: int) -> TtlChange:
         target = RecordSet(current.name, current.rtype, ttl, current.values)
-        result = self._send([(Change("replace", target), current)], "siprec-backup TTL")
+        result = self._applied([(Change("replace", target), current)], "siprec-backup TTL")
         return TtlChange(target, current.ttl, result)
 
     def authoritative_nameservers(self) -> list[Nameserver]:

@@ -18,7 +18,6 @@ REST: https://cloud.google.com/dns/docs/reference/rest/v1/changes (create, get),
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,7 @@ from siprec_backup.cloud.gcp import (
 )
 from siprec_backup.cloud.http import ErrorParts, RestApi
 from siprec_backup.cloud.retry import RetryPolicy
-from siprec_backup.dns.base import ApiDnsZone, UpdateResult
+from siprec_backup.dns.base import ApiDnsZone
 from siprec_backup.dns.records import Change, RecordSet, absolute_name, zone_name
 from siprec_backup.errors import CONFLICT, CloudDnsError
 
@@ -178,9 +177,8 @@ class CloudDns(ApiDnsZone):
             return {k: raw[k] for k in ("name", "type", "ttl", "rrdatas") if k in raw}
         return _api_record(current)
 
-    def _send(self, changes: Sequence[tuple[Change, RecordSet]], comment: str) -> UpdateResult:
+    def _send(self, changes: Sequence[tuple[Change, RecordSet]], comment: str) -> tuple[str, str]:
         """One changes.create: the current sets deleted, the new ones added."""
-        start = time.monotonic()
         deletions, additions = [], []
         for change, current in changes:
             if change.action != "delete" and current == change.record:
@@ -189,22 +187,14 @@ class CloudDns(ApiDnsZone):
                 deletions.append(self._deletion(current))
             if change.action != "delete":
                 additions.append(_api_record(change.record))
-        change_id, status = "", self.done_status
-        if deletions or additions:
-            answer = self.api.json(
-                "POST",
-                f"{self._zone_path()}/changes",
-                json={"kind": "dns#change", "additions": additions, "deletions": deletions},
-            )
-            change_id, status = str(answer.get("id", "")), str(answer.get("status", ""))
-        return UpdateResult(
-            zone=self.zone,
-            changes=tuple(c for c, _ in changes),
-            serial=0,
-            seconds=time.monotonic() - start,
-            change_id=change_id,
-            status=status,
+        if not (deletions or additions):
+            return "", ""
+        answer = self.api.json(
+            "POST",
+            f"{self._zone_path()}/changes",
+            json={"kind": "dns#change", "additions": additions, "deletions": deletions},
         )
+        return str(answer.get("id", "")), str(answer.get("status", ""))
 
     def _change_status(self, change_id: str) -> str:
         return str(self.api.json("GET", f"{self._zone_path()}/changes/{change_id}").get("status"))

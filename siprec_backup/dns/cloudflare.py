@@ -26,7 +26,6 @@ and https://developers.cloudflare.com/dns/proxy-status/.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +38,7 @@ import dns.rdtypes.IN.SRV
 from siprec_backup.cloud.cloudflare import CloudflareCredentials, cloudflare_api, listing, result
 from siprec_backup.cloud.http import RestApi
 from siprec_backup.cloud.retry import RetryPolicy
-from siprec_backup.dns.base import ApiDnsZone, TtlChange, UpdateResult
+from siprec_backup.dns.base import ApiDnsZone, TtlChange
 from siprec_backup.dns.records import (
     Change,
     RecordSet,
@@ -244,9 +243,8 @@ class CloudflareDns(ApiDnsZone):
             self._fields(record, v, proxied) for v in record.values if v not in kept
         )
 
-    def _send(self, changes: Sequence[tuple[Change, RecordSet]], comment: str) -> UpdateResult:
+    def _send(self, changes: Sequence[tuple[Change, RecordSet]], comment: str) -> tuple[str, str]:
         """One batch of deletes, patches and posts (nothing is sent when nothing changes)."""
-        start = time.monotonic()
         batch: dict[str, list[Any]] = {"deletes": [], "patches": [], "posts": []}
         for change, _current in changes:
             raws = self._records(change.record.name, change.record.rtype)
@@ -258,12 +256,7 @@ class CloudflareDns(ApiDnsZone):
                 f"/zones/{self.zone_identifier()}/dns_records/batch",
                 json={k: v for k, v in batch.items() if v},
             )
-        return UpdateResult(
-            zone=self.zone,
-            changes=tuple(c for c, _ in changes),
-            serial=0,
-            seconds=time.monotonic() - start,
-        )
+        return "", ""
 
     def _set_ttl(self, current: RecordSet, ttl: int) -> TtlChange:
         """Patch the TTL of the set's unproxied records to ``ttl`` as Cloudflare takes it;
@@ -274,7 +267,7 @@ class CloudflareDns(ApiDnsZone):
         if not direct or all(int(r.get("ttl") or AUTO_TTL) == effective for r in direct):
             return TtlChange(current, current.ttl, None)
         target = RecordSet(current.name, current.rtype, effective, current.values)
-        update = self._send([(Change("replace", target), current)], "siprec-backup TTL")
+        update = self._applied([(Change("replace", target), current)], "siprec-backup TTL")
         return TtlChange(target, current.ttl, update)
 
     # --- verification ------------------------------------------------------------------------

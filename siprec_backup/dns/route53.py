@@ -16,7 +16,6 @@ Errors are :class:`~siprec_backup.errors.CloudDnsError` (a :class:`DnsError`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,7 @@ import dns.name
 
 from siprec_backup.cloud.aws import AwsCredentials, aws_client, call
 from siprec_backup.cloud.retry import RetryPolicy
-from siprec_backup.dns.base import ApiDnsZone, UpdateResult
+from siprec_backup.dns.base import ApiDnsZone
 from siprec_backup.dns.records import Change, RecordSet, absolute_name, zone_name
 from siprec_backup.errors import CloudDnsError
 
@@ -148,10 +147,9 @@ class Route53Dns(ApiDnsZone):
 
     # --- applying ----------------------------------------------------------------------------
 
-    def _send(self, changes: Sequence[tuple[Change, RecordSet]], comment: str) -> UpdateResult:
+    def _send(self, changes: Sequence[tuple[Change, RecordSet]], comment: str) -> tuple[str, str]:
         """One ChangeBatch: CREATE / UPSERT / DELETE of the set as Route53 holds it now (nothing
         for a delete of an absent set)."""
-        start = time.monotonic()
         batch = []
         for change, current in changes:
             if change.action == "delete":
@@ -159,23 +157,15 @@ class Route53Dns(ApiDnsZone):
                     batch.append(_api_change("DELETE", current))
             else:
                 batch.append(_api_change(ACTIONS[change.action], change.record))
-        change_id, status = "", "INSYNC"
-        if batch:
-            answer = self._call(
-                "change_resource_record_sets",
-                HostedZoneId=self.zone_id(),
-                ChangeBatch={"Comment": comment, "Changes": batch},
-            )
-            info = answer["ChangeInfo"]
-            change_id, status = str(info["Id"]).rsplit("/", 1)[-1], str(info["Status"])
-        return UpdateResult(
-            zone=self.zone,
-            changes=tuple(c for c, _ in changes),
-            serial=0,
-            seconds=time.monotonic() - start,
-            change_id=change_id,
-            status=status,
+        if not batch:
+            return "", ""
+        answer = self._call(
+            "change_resource_record_sets",
+            HostedZoneId=self.zone_id(),
+            ChangeBatch={"Comment": comment, "Changes": batch},
         )
+        info = answer["ChangeInfo"]
+        return str(info["Id"]).rsplit("/", 1)[-1], str(info["Status"])
 
     # --- propagation -----------------------------------------------------------------------
 

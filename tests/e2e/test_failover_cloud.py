@@ -193,7 +193,7 @@ def provider(request: pytest.FixtureRequest) -> LeversFactory:
 
 def test_failover_moves_cloud_load_balancer_and_dns(lab: LabState, provider: LeversFactory) -> None:
     root = Path(tempfile.mkdtemp(prefix="siprec-failover-cloud-"))
-    root.chmod(0o711)
+    root.chmod(0o711)  # the postgres account traverses it to its data
     cluster = PostgresLabCluster(root / "cluster")
     name = f"fo-cloud-{uuid.uuid4().hex[:6]}"
     try:
@@ -245,3 +245,5 @@ def _fail_over_and_check(
         ("dns-switch", "done"),
     ]
     assert SECRET not in json.dumps(audit)
+    seconds = ", ".join(f"{s['key']} {s['seconds']:.2f}" for s in audit["steps"])
+    print(f"\n{levers.load_balancer} + {levers.dns_zone}: step seconds: {seconds}")

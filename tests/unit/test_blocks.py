@@ -219,3 +219,12 @@ def test_alert_channel_blocks_keep_secrets_out_of_repr() -> None:
         AlertWebhook(url="ftp://x", secret=SecretStr("s" * 20))
     with pytest.raises(ValidationError, match="recipients"):
         SmtpEmail(host="h", sender="a@example", recipients=["nobody"])
+
+
+def test_gcp_removal_drain_needs_the_groups_to_attach_again() -> None:
+    with pytest.raises(ValidationError, match="drain_mode removal needs groups"):
+        GcpBackendServices(backend_services=["db"], drain_mode="removal")
+    block = GcpBackendServices(
+        backend_services=["db"], drain_mode="removal", groups={"n2": "zones/z/instanceGroups/n2"}
+    )
+    assert block.load_balancer().drain_mode == "removal"
