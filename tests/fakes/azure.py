@@ -21,16 +21,17 @@ https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds
 from __future__ import annotations
 
 import copy
-import json
+import functools
 import secrets
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
+
+from tests.fakes import http
 
 NETWORK_API_VERSIONS = ("2023-09-01", "2024-01-01", "2024-03-01", "2024-05-01")
 DNS_API_VERSIONS = ("2018-05-01", "2023-07-01-preview")
@@ -538,51 +539,32 @@ def _aad(error: str, description: str) -> dict[str, Any]:
     }
 
 
-def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            split = urlsplit(self.path)
-            query = {k: v[0] for k, v in parse_qs(split.query).items()}
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            body: Any = None
-            if raw and "json" in headers.get("content-type", ""):
-                body = json.loads(raw)
-            fake.requests.append(Request(self.command, split.path, query, headers, body))
-            extra: dict[str, str] = {}
-            try:
-                if split.path.endswith("/oauth2/v2.0/token") and self.command == "POST":
-                    status, value, extra = fake.token(split.path, raw)
-                else:
-                    status, value, extra = fake.arm(self.command, split.path, query, headers, body)
-            except _ThrottledError as throttled:
-                status, extra = 429, {"Retry-After": throttled.retry_after}
-                value = {
-                    "error": {
-                        "code": "SubscriptionRequestsThrottled",
-                        "message": f"Number of requests for subscription '{fake.subscription_id}'"
-                        f" exceeded. Please try again after '{throttled.retry_after}' seconds.",
-                    }
-                }
-            except ArmError as err:
-                status, value = err.status, {"error": {"code": err.code, "message": err.message}}
-            data = b"" if value is None else json.dumps(value).encode()
-            self.send_response(status)
-            if data:
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("x-ms-request-id", str(uuid.uuid4()))
-            for key, val in extra.items():
-                self.send_header(key, val)
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _serve  # noqa: N815
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
+def _serve(fake: FakeAzure, request: http.Request) -> http.Reply:
+    body = request.json() if "json" in request.headers.get("content-type", "") else None
+    fake.requests.append(
+        Request(request.method, request.path, request.query, request.headers, body)
+    )
+    extra: dict[str, str] = {}
+    try:
+        if request.path.endswith("/oauth2/v2.0/token") and request.method == "POST":
+            status, value, extra = fake.token(request.path, request.body)
+        else:
+            status, value, extra = fake.arm(
+                request.method, request.path, request.query, request.headers, body
+            )
+    except _ThrottledError as throttled:
+        status, extra = 429, {"Retry-After": throttled.retry_after}
+        value = {
+            "error": {
+                "code": "SubscriptionRequestsThrottled",
+                "message": f"Number of requests for subscription '{fake.subscription_id}'"
+                f" exceeded. Please try again after '{throttled.retry_after}' seconds.",
+            }
+        }
+    except ArmError as err:
+        status, value = err.status, {"error": {"code": err.code, "message": err.message}}
+    headers = {"x-ms-request-id": str(uuid.uuid4()), **extra}
+    return http.Reply(status, value, "application/json; charset=utf-8", headers)
 
 
 @contextmanager
@@ -590,13 +572,6 @@ def running_fake_azure(**settings: Any) -> Iterator[FakeAzure]:
     """A started fake on 127.0.0.1 (``.url`` serves both the token endpoint and ARM),
     stopped on exit; ``settings`` are :class:`FakeAzure` fields."""
     fake = FakeAzure(**settings)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with http.serving(functools.partial(_serve, fake)) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-import json
 import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.http import Reply, Request, serving
 
 PROXIABLE = ("A", "AAAA", "CNAME")
 TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "SRV", "NS", "CAA")
@@ -70,13 +69,8 @@ class FakeCloudflare:
         self.before_batch: Callable[[str], None] | None = None
         self._throttled = 0
         self._retry_after = "0"
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """The API base, ``http://127.0.0.1:<port>/client/v4``."""
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/client/v4"
+        #: The API base, ``http://127.0.0.1:<port>/client/v4`` (set when started).
+        self.url = ""
 
     # --- seeding and inspection --------------------------------------------------------------
 
@@ -115,26 +109,22 @@ class FakeCloudflare:
 
     # --- the API -------------------------------------------------------------------------------
 
-    def answer(
-        self, method: str, target: str, headers: Any, raw: bytes
-    ) -> tuple[int, Any, dict[str, str]]:
-        """Route one request: ``(status, body, extra headers)``."""
+    def answer(self, request: Request) -> Reply:
+        """Route one request."""
+        method = request.method
         with self.lock:
-            self.requests.append(f"{method} {target}")
+            self.requests.append(f"{method} {request.target}")
             if self._throttled > 0:
                 self._throttled -= 1
                 error = ApiError(429, 971, "Please wait and consider throttling your request speed")
-                return 429, error.body(), {"Retry-After": self._retry_after}
+                return Reply(429, error.body(), headers={"Retry-After": self._retry_after})
             try:
-                self._authorize(headers.get("Authorization", ""), method)
-                url = urlsplit(target)
-                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                body = json.loads(raw) if raw else None
-                return 200, self._route(method, url.path, query, body), {}
+                self._authorize(request.headers.get("authorization", ""), method)
+                return Reply(200, self._route(method, request.path, request.query, request.json()))
             except ApiError as err:
-                return err.status, err.body(), {}
+                return Reply(err.status, err.body())
             except ValueError:
-                return 400, ApiError(400, 6007, "Malformed JSON in request body").body(), {}
+                return Reply(400, ApiError(400, 6007, "Malformed JSON in request body").body())
 
     def _authorize(self, header: str, method: str) -> None:
         scheme, _, token = header.partition(" ")
@@ -352,39 +342,11 @@ def _same_value(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return (a["content"], a.get("priority")) == (b["content"], b.get("priority"))
 
 
-def _handler(fake: FakeCloudflare) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "cloudflare"
-
-        def _serve(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status, body, extra = fake.answer(self.command, self.path, self.headers, raw)
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in extra.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve  # noqa: N815
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
 @contextmanager
 def running_fake_cloudflare(token: str, **options: Any) -> Iterator[FakeCloudflare]:
     """A started fake (``.url``, seedable with :meth:`FakeCloudflare.add_zone` /
     :meth:`FakeCloudflare.add_record`), stopped on exit."""
     fake = FakeCloudflare(token, **options)
-    fake._thread.start()
-    try:
+    with serving(fake.answer, server_version="cloudflare") as url:
+        fake.url = f"{url}/client/v4"
         yield fake
-    finally:
-        fake._httpd.shutdown()
-        fake._httpd.server_close()
-        fake._thread.join(5)

@@ -29,14 +29,15 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.fakes.http import Reply, Request, serving
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 #: The ``aud`` of a service account's JWT (google-auth sends it whatever the ``token_uri``).
@@ -119,17 +120,11 @@ class FakeGcp:
         self._throttled: list[int] = []
         self._failing: list[tuple[str, str, int]] = []
         self._counter = 0
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        #: ``http://127.0.0.1:<port>`` (set when started).
+        self.url = ""
+        self._stack = ExitStack()
 
     # --- addresses -----------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     @property
     def compute_url(self) -> str:
@@ -267,13 +262,24 @@ class FakeGcp:
             self.tokens.clear()
 
     def __enter__(self) -> FakeGcp:
-        self._thread.start()
+        self.url = self._stack.enter_context(serving(self._serve, server_version="ESF"))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(5)
+        self._stack.close()
+
+    def _serve(self, request: Request) -> Reply:
+        if request.path == "/token" and request.method == "POST":
+            status, value = self.grant(request.body)
+        else:
+            auth = request.headers.get("authorization", "")
+            try:
+                status, value = self.answer(
+                    request.method, request.path, request.query, request.body, auth
+                )
+            except GoogleError as err:
+                status, value = err.status, err.body()
+        return Reply(status, value, "application/json; charset=UTF-8")
 
     # --- OAuth -------------------------------------------------------------------------------
 
@@ -554,7 +560,7 @@ class FakeGcp:
         removed = set()
         for i, rrset in enumerate(deletions):
             key = (rrset.get("name"), rrset.get("type"))
-            held = zone.rrsets.get(key)  # type: ignore[arg-type]
+            held = zone.rrsets.get(key)
             if held is None:
                 raise GoogleError(
                     404,
@@ -631,45 +637,6 @@ def _rrset(name: str, rtype: str, ttl: int, rrdatas: list[str]) -> dict[str, Any
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _handler(fake: FakeGcp) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "ESF"
-
-        def _serve(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            split = urlsplit(self.path)
-            if split.path == "/token" and self.command == "POST":
-                status, value = fake.grant(body)
-            else:
-                query = {k: v[0] for k, v in parse_qs(split.query).items()}
-                try:
-                    status, value = fake.answer(
-                        self.command, split.path, query, body, self.headers.get("Authorization", "")
-                    )
-                except GoogleError as err:
-                    status, value = err.status, err.body()
-            payload = json.dumps(value).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def do_GET(self) -> None:
-            self._serve()
-
-        def do_POST(self) -> None:
-            self._serve()
-
-        def do_PATCH(self) -> None:
-            self._serve()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
 
 
 @contextmanager

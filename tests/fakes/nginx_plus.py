@@ -15,9 +15,11 @@ import base64
 import json
 import secrets
 import threading
+from contextlib import ExitStack
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes.http import Reply, Request, serving
 
 API_VERSIONS = list(range(1, 10))
 HREF = "https://nginx.org/en/docs/http/ngx_http_api_module.html"
@@ -113,13 +115,9 @@ class FakeNginxPlus:
         self.credentials = (username, password) if username else None
         self.lock = threading.Lock()
         self.patches: list[tuple[str, dict[str, Any]]] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """The API location, ``http://127.0.0.1:<port>/api``."""
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/api"
+        #: The API location, ``http://127.0.0.1:<port>/api`` (set when started).
+        self.url = ""
+        self._stack = ExitStack()
 
     def set_active(self, upstream: str, server: str, active: int) -> None:
         """Set the current connections of ``upstream``'s server ``server`` (an address)."""
@@ -130,15 +128,31 @@ class FakeNginxPlus:
         return next(s for s in self.upstreams[upstream] if s.server == server)
 
     def __enter__(self) -> FakeNginxPlus:
-        self._thread.start()
+        self.url = self._stack.enter_context(serving(self._serve, server_version="nginx")) + "/api"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(5)
+        self._stack.close()
 
     # --- the API -----------------------------------------------------------------------------
+
+    def _serve(self, request: Request) -> Reply:
+        if self.credentials and not self._authorized(request.headers.get("authorization", "")):
+            page = b"<html><head><title>401 Authorization Required</title></head></html>\n"
+            return Reply(401, page, "text/html", {"WWW-Authenticate": 'Basic realm="api"'})
+        try:
+            return Reply(*self.answer(request.method, request.path, request.body))
+        except ApiError as err:
+            error = {"status": err.status, "text": err.text, "code": err.code}
+            return Reply(
+                err.status, {"error": error, "request_id": secrets.token_hex(16), "href": HREF}
+            )
+
+    def _authorized(self, header: str) -> bool:
+        if not header.startswith("Basic "):
+            return False
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        return (user, password) == self.credentials
 
     def answer(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         """Route one request; ``(status, JSON value)`` or ApiError."""
@@ -207,60 +221,3 @@ class FakeNginxPlus:
         server.down = changes.get("down", server.down)
         server.drain = changes.get("drain", server.drain)
         server.weight = changes.get("weight", server.weight)
-
-
-def _handler(fake: FakeNginxPlus) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "nginx"
-
-        def _serve(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if fake.credentials and not self._authorized():
-                page = b"<html><head><title>401 Authorization Required</title></head></html>\n"
-                self._send(401, page, "text/html", {"WWW-Authenticate": 'Basic realm="api"'})
-                return
-            try:
-                status, value = fake.answer(self.command, self.path, body)
-            except ApiError as err:
-                status = err.status
-                value = {
-                    "error": {"status": err.status, "text": err.text, "code": err.code},
-                    "request_id": secrets.token_hex(16),
-                    "href": HREF,
-                }
-            self._send(status, json.dumps(value).encode(), "application/json")
-
-        def _authorized(self) -> bool:
-            header = self.headers.get("Authorization", "")
-            if not header.startswith("Basic "):
-                return False
-            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-            return (user, password) == fake.credentials
-
-        def _send(
-            self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None
-        ) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (extra or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            self._serve()
-
-        def do_PATCH(self) -> None:
-            self._serve()
-
-        def do_POST(self) -> None:
-            self._serve()
-
-        def do_DELETE(self) -> None:
-            self._serve()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
