@@ -152,6 +152,14 @@ class FailoverCluster(Block):
     step_timeout_seconds: float = Field(
         default=30.0, gt=0, le=600, title="Step timeout (s)", description="Per database step."
     )
+    dns_verify_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        le=1800,
+        title="DNS verification deadline (s)",
+        description="How long the DNS switch waits for the change to be served (BIND: every "
+        "nameserver; a cloud: the provider's INSYNC/done, then its API and any nameservers).",
+    )
     approval_timeout_minutes: float = Field(
         default=30.0,
         gt=0,

@@ -92,7 +92,6 @@ LOCK_LEASE_SECONDS = 60.0
 #: How long a run waits for the lock before refusing (a busy server can take seconds to grant
 #: even a free slot: 2 s gave false refusals under load).
 LOCK_WAIT_SECONDS = 10.0
-DNS_DEADLINE_SECONDS = 30.0
 
 
 class FailoverRequest(BaseModel):
@@ -505,7 +504,7 @@ def execute(loaded: LoadedCluster, plan: FailoverPlan, audit: FailoverAudit) -> 
                 audit,
                 "dns-switch",
                 names,
-                lambda: dns_switch(zone, records, new.address, DNS_DEADLINE_SECONDS),
+                lambda: dns_switch(zone, records, new.address, config.dns_verify_seconds),
             )
         if switchover and old is not None and not plan.resumed:
             others = [n.name for n in loaded.nodes if n.name != old.name]
