@@ -47,6 +47,7 @@ from siprec_backup.lab import _process
 from siprec_backup.lab.object_stores import answers_http
 from siprec_backup.traffic.aws_elb import AwsTargetGroup
 from siprec_backup.traffic.base import DRAIN, MAINT, UP, ServerState
+from tests.conftest import run_cli
 from tests.fakes.http import Reply, Request, serving
 
 SECRET = "s3cr3t-never-shown-0123456789"
@@ -504,3 +505,51 @@ def test_missing_boto3_names_the_extra() -> None:
     assert lines[0].startswith("CloudLoadBalancerError missing-sdk |")
     assert lines[1].startswith("CloudDnsError missing-sdk |")
     assert all("pip install 'siprec-backup[aws]'" in line for line in lines)
+
+
+# --- break-glass CLI ---------------------------------------------------------------------------
+
+
+def test_break_glass_cli_drives_route53_and_elb_from_the_config_file(
+    creds: AwsCredentials, zone: tuple[str, str], group: Group, tmp_path: Path
+) -> None:
+    """With Prefect down, an operator changes the record and the target group from the file
+    (the seed's shape), secrets from the environment; nothing secret is printed."""
+    name, _ = zone
+    path = tmp_path / "levers.yaml"
+    path.write_text(
+        f"""\
+load_balancer:
+  name: writer
+  type: aws_elb
+  endpoint: {creds.endpoint_url}
+  target_groups: [{group.name}]
+  credentials: {{access_key_id: testing, secret_access_key: "${{AWS_SECRET}}"}}
+dns:
+  provider: route53
+  zone: {name}
+  credentials:
+    endpoint_url: {creds.endpoint_url}
+    access_key_id: testing
+    secret_access_key: ${{AWS_SECRET}}
+"""
+    )
+    env = {"AWS_SECRET": SECRET, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    config = ("--config", str(path))
+
+    applied = run_cli("dns", "apply", *config, "--change", "create db A 60 10.0.0.7", env=env)
+    assert applied.returncode == 0, applied.stderr
+    assert f"create db.{name} 60 A 10.0.0.7" in applied.stdout
+    shown = run_cli("dns", "show", *config, "db", "A", env=env)
+    assert shown.returncode == 0 and f"db.{name} 60 A 10.0.0.7" in shown.stdout, shown.stdout
+
+    first = group.instances[0]
+    assert run_cli("lb", "set", *config, group.name, first, "ready", env=env).returncode == 0
+    listed = run_cli("lb", "list", *config, env=env)
+    assert listed.returncode == 0 and first in listed.stdout, listed.stdout
+    for done in (applied, shown, listed):
+        assert SECRET not in done.stdout + done.stderr
+
+    refused = run_cli("dns", "show", *config, "db", "A", env={**env, "AWS_SECRET": ""})
+    assert refused.returncode == 1
+    assert "secret_access_key" in refused.stderr and len(refused.stderr.splitlines()) == 1
