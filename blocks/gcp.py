@@ -150,6 +150,12 @@ class GcpBackendServices(Block):
         title="Balancing mode",
         description="Removal mode: the balancingMode of a backend re-attached from groups.",
     )
+    operation_timeout_seconds: float = Field(
+        default=300.0,
+        title="Operation timeout (s)",
+        description="How long to wait for a backend service update's operation to be DONE.",
+        gt=0,
+    )
 
     @model_validator(mode="after")
     def _removal_needs_groups(self) -> GcpBackendServices:
@@ -168,6 +174,7 @@ class GcpBackendServices(Block):
             drain_mode=self.drain_mode,
             groups=self.groups,
             balancing_mode=self.balancing_mode,
+            operation_timeout=self.operation_timeout_seconds,
         )
 
 
