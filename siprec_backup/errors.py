@@ -254,6 +254,17 @@ class CloudProviderError(SiprecBackupError):
         """Whether retrying later may succeed (throttling only: the backoff retries it)."""
         return self.code == THROTTLING
 
+    def with_detail(self, detail: str) -> CloudProviderError:
+        """The same error (same class, provider, service and codes) with ``detail`` appended
+        to its message."""
+        return type(self)(
+            f"{self.message} {detail}",
+            provider=self.provider,
+            service=self.service,
+            code=self.code,
+            provider_code=self.provider_code,
+        )
+
 
 class CloudLoadBalancerError(CloudProviderError, LoadBalancerError):
     """A cloud load balancer call failed (ELBv2, GCP backend services, Azure LB): a

@@ -61,11 +61,5 @@ def with_retries(
             if error.code != THROTTLING:
                 raise error from None
             if tries >= policy.attempts:
-                raise type(error)(
-                    f"{error.message} (still throttled after {tries} attempts)",
-                    provider=error.provider,
-                    service=error.service,
-                    code=error.code,
-                    provider_code=error.provider_code,
-                ) from None
+                raise error.with_detail(f"(still throttled after {tries} attempts)") from None
             sleep(policy.delay(tries - 1, retry_after))

@@ -137,13 +137,7 @@ class AzureDns(ApiDnsZone):
             except CloudDnsError as exc:
                 if not done:
                     raise
-                raise CloudDnsError(
-                    f"{exc.message} (already applied: {'; '.join(done)})",
-                    provider=exc.provider,
-                    service=exc.service,
-                    code=exc.code,
-                    provider_code=exc.provider_code,
-                ) from None
+                raise exc.with_detail(f"(already applied: {'; '.join(done)})") from None
         return "", ""
 
     def _send_one(self, change: Change, current: RecordSet) -> bool:

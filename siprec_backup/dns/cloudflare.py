@@ -93,6 +93,8 @@ class CloudflareDns(ApiDnsZone):
             raise self._error(f"min_ttl must be 30..{MAX_TTL}, not {self.min_ttl}")
         if self.per_page is not None and self.per_page < 1:
             raise self._error("per_page must be positive")
+        #: Each record set's records as last read: (name without final dot, type) -> records.
+        self._read: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
     def describe(self) -> str:
         """``Cloudflare zone example.com. (023e...)``: secret-free, for logs."""
@@ -131,14 +133,23 @@ class CloudflareDns(ApiDnsZone):
         return self.zone_id
 
     def _records(self, qname: str, rtype: str) -> list[dict[str, Any]]:
-        """The Cloudflare records of ``qname`` (absolute) and ``rtype``, every page."""
+        """The Cloudflare records of ``qname`` (absolute) and ``rtype``, every page; kept as
+        the last read of that set (:meth:`_last_read`)."""
         name = qname.rstrip(".").lower()
         path = f"/zones/{self.zone_identifier()}/dns_records"
-        return [
+        found = [
             r
             for r in listing(self._api(), path, self._page(name=name, type=rtype))
             if str(r.get("name", "")).rstrip(".").lower() == name and r.get("type") == rtype
         ]
+        self._read[(name, rtype)] = found
+        return found
+
+    def _last_read(self, qname: str, rtype: str) -> list[dict[str, Any]]:
+        """The records of the set as last read (by the lookup just before a change, or the
+        check just after it), or read now."""
+        held = self._read.get((qname.rstrip(".").lower(), rtype))
+        return held if held is not None else self._records(qname, rtype)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -247,7 +258,7 @@ class CloudflareDns(ApiDnsZone):
         """One batch of deletes, patches and posts (nothing is sent when nothing changes)."""
         batch: dict[str, list[Any]] = {"deletes": [], "patches": [], "posts": []}
         for change, _current in changes:
-            raws = self._records(change.record.name, change.record.rtype)
+            raws = self._last_read(change.record.name, change.record.rtype)
             self._batch(change, raws, batch)
         if any(batch.values()):
             result(
@@ -256,12 +267,13 @@ class CloudflareDns(ApiDnsZone):
                 f"/zones/{self.zone_identifier()}/dns_records/batch",
                 json={k: v for k, v in batch.items() if v},
             )
+            self._read.clear()  # the ids changed: read again before the next change
         return "", ""
 
     def _set_ttl(self, current: RecordSet, ttl: int) -> TtlChange:
         """Patch the TTL of the set's unproxied records to ``ttl`` as Cloudflare takes it;
         nothing for a proxied set (automatic) or one already there."""
-        raws = self._records(current.name, current.rtype)
+        raws = self._last_read(current.name, current.rtype)
         effective = self._ttl(ttl)
         direct = [r for r in raws if not r.get("proxied")]
         if not direct or all(int(r.get("ttl") or AUTO_TTL) == effective for r in direct):
@@ -293,7 +305,7 @@ class CloudflareDns(ApiDnsZone):
         own addresses, so they are verified through the API only)."""
         served = []
         for want in expected:
-            raws = self._records(want.name, want.rtype)
+            raws = self._last_read(want.name, want.rtype)  # as the API check just read it
             if any(r.get("proxied") for r in raws):
                 continue
             if not want.present:
